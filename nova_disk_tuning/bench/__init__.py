@@ -1,0 +1,1 @@
+"""Benchmarks that reproduce the founding measurements on this host."""

@@ -1,0 +1,1 @@
+"""The ``nova-disk-tuning`` command line."""

@@ -1,0 +1,79 @@
+"""Helpers shared by the CLI commands: sizes, tables, JSON, progress."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from nova_disk_tuning import exception
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Parse ``10G``, ``512M``, ``4096`` or ``1GiB`` into bytes (powers of 1024)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise exception.InvalidConfig(
+            reason=f"{what} {text!r} is not a size; use bytes or a number "
+            "with K, M, G or T (powers of 1024), e.g. 10G or 512M."
+        )
+    number, unit = match.group(1), (match.group(2) or "").upper()
+    return int(number) * _UNITS[unit]
+
+
+def human_size(value: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if value >= _UNITS[unit] and value % (_UNITS[unit] // 1024 or 1) == 0:
+            return f"{value / _UNITS[unit]:.1f}{unit}iB"
+    return f"{value}B"
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+    """Print a readable table (rich) on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(width=max(120, Console().width)).print(table)
+
+
+@contextmanager
+def progress(description: str, enabled: bool = True) -> Iterator[Callable[[float], None]]:
+    """Yield ``update(percent)``: a progress bar on a terminal, plain lines elsewhere.
+
+    Plain lines go to stderr every 10% so logs of non-interactive runs still
+    show that long work is moving.
+    """
+    if not enabled:
+        yield lambda percent: None
+        return
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=False) as bar:
+            task = bar.add_task(description, total=100.0)
+            yield lambda percent: bar.update(task, completed=percent)
+        return
+
+    state = {"next": 0.0}
+
+    def update(percent: float) -> None:
+        if percent >= state["next"]:
+            print(f"{description}: {percent:.0f}%", file=sys.stderr, flush=True)
+            state["next"] = (int(percent) // 10 + 1) * 10.0
+
+    yield update

@@ -1,0 +1,78 @@
+"""Entry point of ``nova-disk-tuning``.
+
+Each command lives in its own module with ``register(subparsers)``; the
+parser stores the handler in ``args.func(args, conf) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from nova_disk_tuning import conf as ndt_conf
+from nova_disk_tuning import exception
+
+COMMAND_MODULES = ("nova_disk_tuning.cmd.storage",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nova-disk-tuning",
+        description="Fast and safe instance disks for Nova's libvirt driver.",
+    )
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="nova.conf to read (repeatable; default: /etc/nova/nova.conf if present).",
+    )
+    parser.add_argument(
+        "--config-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="Directory of *.conf files read after the config files (repeatable).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log decisions (INFO).")
+    parser.add_argument("-d", "--debug", action="store_true", help="Log everything (DEBUG).")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def _config_files(args: argparse.Namespace) -> list[str]:
+    if args.config_file is not None:
+        return args.config_file
+    from oslo_config import cfg
+
+    return cfg.find_config_files(project="nova", prog="nova")
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        conf = ndt_conf.new_conf(_config_files(args), args.config_dir)
+        return int(args.func(args, conf) or 0)
+    except exception.NovaDiskTuningException as exc:
+        print(f"nova-disk-tuning {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"nova-disk-tuning {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

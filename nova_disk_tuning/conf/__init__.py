@@ -1,0 +1,115 @@
+"""Configuration: Nova's nova.conf options plus the [disk_tuning] group.
+
+There is no global ConfigOpts: callers build one with :func:`load` (the CLI)
+or :func:`new_conf` (tests, library users) and pass it down, so values are
+read when used and tests never share state.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Iterable, Mapping
+
+from oslo_config import cfg
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.conf import default, disk_tuning, libvirt
+
+_MODULES = (default, libvirt, disk_tuning)
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    for module in _MODULES:
+        module.register_opts(conf)
+
+
+def new_conf(
+    config_files: Iterable[str] = (),
+    config_dirs: Iterable[str] = (),
+    overrides: Mapping[str, Mapping[str, object]] | None = None,
+) -> cfg.ConfigOpts:
+    """Return a parsed, validated ConfigOpts with every option registered.
+
+    ``overrides`` is ``{group: {option: value}}`` (group ``DEFAULT`` for the
+    default group), applied with ``set_override``.
+    """
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    try:
+        conf(
+            args=[],
+            project="nova",
+            prog="nova-disk-tuning",
+            default_config_files=list(config_files),
+            default_config_dirs=list(config_dirs),
+            use_env=False,
+        )
+    except (cfg.ConfigFilesNotFoundError, cfg.ConfigDirNotFoundError) as exc:
+        raise exception.InvalidConfig(
+            reason=f"{exc}. Pass an existing file with --config-file."
+        ) from None
+    except cfg.ConfigFileParseError as exc:
+        raise exception.InvalidConfig(
+            reason=f"{exc}. Fix the syntax of that file (INI format)."
+        ) from None
+    for group, values in (overrides or {}).items():
+        for name, value in values.items():
+            conf.set_override(name, value, group=None if group == "DEFAULT" else group)
+    validate(conf)
+    return conf
+
+
+def validate(conf: cfg.ConfigOpts) -> None:
+    """Read every option once so a bad value fails now, in one clear line.
+
+    oslo.config checks choices and types lazily, on first access, deep inside
+    whatever code reads the option first; an operator should instead see the
+    option, the value and the allowed values before any work starts.
+    """
+    for module in _MODULES:
+        for group, opts in module.list_opts().items():
+            group_name = group if isinstance(group, str) else group.name
+            section = conf if group_name == "DEFAULT" else conf[group_name]
+            for opt in opts:
+                try:
+                    getattr(section, opt.dest)
+                except (cfg.ConfigFileValueError, ValueError) as exc:
+                    raise exception.InvalidConfig(
+                        reason=_describe(group_name, opt, exc, conf.config_file)
+                    ) from None
+
+
+def _describe(group: str, opt: cfg.Opt, exc: Exception, files: Iterable[str]) -> str:
+    detail = str(exc)
+    # oslo.config says "Value for option X from LocationInfo(...) is not
+    # valid: Valid values are [...], but found 'y'"; keep the useful tail.
+    marker = "is not valid: "
+    if marker in detail:
+        detail = detail.split(marker, 1)[1]
+    raw = _raw_value(files, group, opt.name)
+    if raw is not None and repr(raw) not in detail:
+        detail = f"{raw!r}: {detail}"
+    where = f"[{group}] {opt.name}"
+    allowed = ""
+    choices = getattr(opt.type, "choices", None)
+    if choices and "Valid values" not in detail:
+        allowed = f" Allowed values: {', '.join(str(c) for c in choices)}."
+    sources = ", ".join(files) or "the configuration"
+    return f"{where}: {detail}.{allowed} Fix it in {sources}."
+
+
+def _raw_value(files: Iterable[str], group: str, name: str) -> str | None:
+    """The value as written in the last file that sets it (for error messages)."""
+    value = None
+    for path in files:
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        section = parser.defaults() if group == "DEFAULT" else None
+        if section is None and parser.has_section(group):
+            section = parser[group]
+        if section is not None and name in section:
+            value = section[name]
+    return value

@@ -1,0 +1,184 @@
+"""Options of this plugin's own [disk_tuning] group."""
+
+from oslo_config import cfg
+
+disk_tuning_group = cfg.OptGroup(
+    "disk_tuning",
+    title="Disk tuning options",
+    help="How nova-disk-tuning chooses the I/O settings of instance disks.",
+)
+
+disk_tuning_opts = [
+    cfg.StrOpt(
+        "aio_mode",
+        default="auto",
+        choices=(
+            (
+                "auto",
+                "native where the cache is O_DIRECT and the storage does not "
+                "allocate on write (block devices, fully allocated files); "
+                "threads otherwise.",
+            ),
+            (
+                "io_uring",
+                "io_uring where libvirt >= 6.3, QEMU >= 5.0 and the kernel "
+                "allow it and the storage is not known to hang with it (LVM, "
+                "CIFS, krbd with a non-direct cache); otherwise as auto.",
+            ),
+            ("native", "native wherever it is legal; threads elsewhere."),
+            ("threads", "threads for every local disk."),
+            ("default", "Emit no io attribute: QEMU's default (threads)."),
+        ),
+        help="""
+AIO mode of local disks (``<driver io=...>``).
+
+Network disks (QEMU's own rbd/iscsi/nbd clients) never get an io attribute:
+it has no effect there. A forced mode that is illegal for a disk (native
+without an O_DIRECT cache) is demoted to threads, logged, and shown by
+``nova-disk-tuning explain``.
+
+Related options:
+
+* ``[libvirt] disk_cachemodes``
+* ``[libvirt] use_default_aio_mode_for_volumes``
+""",
+    ),
+    cfg.IntOpt(
+        "iothreads",
+        default=1,
+        min=0,
+        help="""
+Number of IOThreads per guest; virtio disks are bound to them round-robin.
+
+Binding matters: an IOThread that no disk uses does nothing. A flavor can
+override this with the extra spec ``hw:disk_iothreads``.
+
+Possible values:
+
+* 0: no IOThreads; disk I/O runs in QEMU's main loop.
+* A positive integer.
+""",
+    ),
+    cfg.IntOpt(
+        "disk_queues",
+        default=0,
+        min=0,
+        help="""
+Number of queues of each virtio-blk disk and virtio-scsi controller.
+
+Possible values:
+
+* 0: one queue per vCPU (QEMU's default for virtio-blk since 5.2).
+* A positive integer.
+""",
+    ),
+    cfg.BoolOpt(
+        "iothread_queue_mapping",
+        default=True,
+        help="""
+Spread the queues of a virtio-blk disk over all IOThreads.
+
+Used only where libvirt >= 10.0 and QEMU >= 9.0 support per-queue mapping;
+elsewhere each disk is bound to one IOThread.
+""",
+    ),
+    cfg.StrOpt(
+        "detect_zeroes",
+        choices=(
+            ("off", "No detection."),
+            ("on", "Turn written zeros into write-zeroes requests."),
+            ("unmap", "As on, and unmap them where discard is unmap."),
+        ),
+        help="""
+QEMU's detection of guest writes that contain only zeros.
+
+When unset, nothing is emitted (QEMU's default: off). ``unmap`` is used only
+on disks with ``discard='unmap'``; elsewhere it is lowered to ``on``.
+""",
+    ),
+    cfg.BoolOpt(
+        "discard_no_unref",
+        default=True,
+        help="""
+Keep preallocated qcow2 disks allocated when the guest discards.
+
+With ``[libvirt] hw_disk_discard = unmap`` and preallocation on, guest TRIM
+would punch holes into a preallocated disk, making it sparse again (and
+native AIO unsafe). Where libvirt >= 9.5, ``discard_no_unref='on'`` keeps
+the clusters allocated in qcow2 disks.
+""",
+    ),
+    cfg.StrOpt(
+        "convert_source_cache",
+        default="none",
+        choices=("none", "writeback", "directsync", "unsafe"),
+        help="""
+Source cache mode of ``qemu-img convert`` (``-T``).
+
+``none`` reads with O_DIRECT where the source allows it (falling back to
+``writeback`` where it does not), keeping large conversions out of the page
+cache.
+""",
+    ),
+    cfg.BoolOpt(
+        "convert_out_of_order",
+        default=True,
+        help="""
+Let ``qemu-img convert`` write raw targets out of order (``-W``).
+""",
+    ),
+    cfg.IntOpt(
+        "convert_coroutines",
+        default=8,
+        min=1,
+        max=16,
+        help="""
+Parallel coroutines of ``qemu-img convert`` (``-m``, 1 to 16).
+""",
+    ),
+    cfg.BoolOpt(
+        "convert_target_is_zero",
+        default=True,
+        help="""
+Convert into a freshly allocated, zeroed target (``-n --target-is-zero``)
+instead of letting qemu-img create the target and zero it as it goes.
+""",
+    ),
+]
+
+image_cache_group = cfg.OptGroup(
+    "image_cache",
+    title="Image cache options",
+    help="The per-host cache of base images under the instances path.",
+)
+
+image_cache_opts = [
+    cfg.StrOpt(
+        "subdirectory_name",
+        default="_base",
+        help="""
+Directory under ``[DEFAULT] instances_path`` holding the cached base images.
+""",
+    ),
+    cfg.IntOpt(
+        "remove_unused_original_minimum_age_seconds",
+        default=86400,
+        min=0,
+        help="""
+Age in seconds after which an unused cached base image may be removed.
+
+``nova-disk-tuning cache prune`` removes entries not used for this long.
+""",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(disk_tuning_group)
+    conf.register_opts(disk_tuning_opts, group=disk_tuning_group)
+    conf.register_group(image_cache_group)
+    conf.register_opts(image_cache_opts, group=image_cache_group)
+
+
+def list_opts() -> dict:
+    return {disk_tuning_group: disk_tuning_opts, image_cache_group: image_cache_opts}

@@ -1,0 +1,1 @@
+"""qemu-img, image safety checks and the base-image cache."""

@@ -1,0 +1,1 @@
+"""Host I/O primitives: fallocate, fast zero, block-device ioctls, probes (no qemu, no libvirt)."""

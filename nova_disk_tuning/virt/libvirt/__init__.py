@@ -1,0 +1,1 @@
+"""The libvirt side: XML config objects, the tuning policy, backends, volume drivers, the driver."""
