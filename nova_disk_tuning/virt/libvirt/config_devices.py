@@ -1,0 +1,539 @@
+"""libvirt device config objects: disks, controllers, consoles, addresses.
+
+Attribute names follow Nova's ``nova.virt.libvirt.config`` where Nova has
+the attribute, so code written against Nova's objects reads the same.
+These classes render exactly what they are given; deciding cache, io,
+discard or IOThreads is ``tuning.py``'s job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.virt.libvirt import config_base as base
+
+DISK_IO_MODES = ("threads", "native", "io_uring")
+DISK_CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
+DISK_DISCARD_MODES = ("ignore", "unmap")
+DISK_DETECT_ZEROES = ("off", "on", "unmap")
+DISK_ERROR_POLICIES = ("stop", "report", "ignore", "enospace")
+DISK_RERROR_POLICIES = ("stop", "report", "ignore")
+DISK_BUSES = ("virtio", "scsi", "sata", "ide", "usb", "fdc", "sd", "xen")
+DISK_SOURCE_TYPES = ("file", "block", "network")
+DISK_DEVICES = ("disk", "cdrom", "lun", "floppy")
+# libvirt's storage format names (storagecommon.rng).
+DISK_FORMATS = (
+    "raw", "qcow2", "qcow", "qed", "vmdk", "vpc", "vdi", "vhd",
+    "bochs", "cloop", "dmg", "iso", "fat", "ploop", "luks",
+)  # fmt: skip
+NETWORK_PROTOCOLS = (
+    "rbd", "iscsi", "nbd", "gluster", "sheepdog", "http", "https",
+    "ftp", "ftps", "tftp", "vxhs", "nfs",
+)  # fmt: skip
+SCSI_CONTROLLER_MODELS = (
+    "virtio-scsi", "virtio-transitional", "virtio-non-transitional",
+    "lsilogic", "lsisas1068", "lsisas1078", "ibmvscsi", "vmpvscsi",
+)  # fmt: skip
+
+# <iotune> children in libvirt's order; the Python name is "disk_" + tag.
+_IOTUNE_BASE = (
+    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+    "total_iops_sec", "read_iops_sec", "write_iops_sec",
+)  # fmt: skip
+IOTUNE_ELEMENTS = (
+    *_IOTUNE_BASE,
+    *(f"{n}_max" for n in _IOTUNE_BASE),
+    "size_iops_sec",
+    *(f"{n}_max_length" for n in _IOTUNE_BASE),
+)
+
+# Python attribute -> <driver> attribute, in libvirt's output order.
+_DRIVER_ATTRS = {
+    "driver_name": "name",
+    "driver_format": "type",
+    "driver_cache": "cache",
+    "driver_error_policy": "error_policy",
+    "driver_rerror_policy": "rerror_policy",
+    "driver_io": "io",
+    "driver_copy_on_read": "copy_on_read",
+    "driver_discard": "discard",
+    "driver_iothread": "iothread",
+    "driver_detect_zeroes": "detect_zeroes",
+    "driver_queues": "queues",
+    "driver_queue_size": "queue_size",
+    "driver_discard_no_unref": "discard_no_unref",
+}
+_INT_DRIVER_ATTRS = {"driver_iothread", "driver_queues", "driver_queue_size"}
+
+
+# Device addresses -------------------------------------------------------------
+
+
+class LibvirtConfigGuestDeviceAddress(base.LibvirtConfigObject):
+    """``<address type=...>``; use the PCI or drive subclass."""
+
+    root_name = "address"
+    type = ""
+    fields: tuple[str, ...] = ()
+
+    def format_dom(self) -> etree._Element:
+        element = super().format_dom()
+        element.set("type", self.type)
+        for name in self.fields:
+            element.set(name, self._format_field(name, getattr(self, name)))
+        return element
+
+    def _format_field(self, name: str, value: int) -> str:
+        return str(value)
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        super().parse_dom(xmldoc)
+        for name in self.fields:
+            value = base.parse_int(xmldoc, name, "address", name)
+            setattr(self, name, 0 if value is None else value)
+
+
+class LibvirtConfigGuestDeviceAddressPCI(LibvirtConfigGuestDeviceAddress):
+    type = "pci"
+    fields = ("domain", "bus", "slot", "function")
+    checks = {
+        "domain": base.int_range("address", 0, 0xFFFF),
+        "bus": base.int_range("address", 0, 0xFF),
+        "slot": base.int_range("address", 0, 0x1F),
+        "function": base.int_range("address", 0, 7),
+    }
+    defaults = {"domain": 0, "bus": 0, "slot": 0, "function": 0}
+
+    def _format_field(self, name: str, value: int) -> str:
+        # The widths libvirt itself writes, so our XML diffs cleanly with its.
+        width = {"domain": 4, "bus": 2, "slot": 2, "function": 1}[name]
+        return f"0x{value:0{width}x}"
+
+
+class LibvirtConfigGuestDeviceAddressDrive(LibvirtConfigGuestDeviceAddress):
+    type = "drive"
+    fields = ("controller", "bus", "target", "unit")
+    checks = {name: base.int_range("address", 0, 0xFFFF) for name in fields}
+    defaults = dict.fromkeys(fields, 0)
+
+
+_ADDRESS_TYPES: dict[str, type[LibvirtConfigGuestDeviceAddress]] = {
+    "pci": LibvirtConfigGuestDeviceAddressPCI,
+    "drive": LibvirtConfigGuestDeviceAddressDrive,
+}
+
+
+def parse_device_address(xmldoc: etree._Element) -> LibvirtConfigGuestDeviceAddress:
+    """Build the address object matching ``<address type=...>``."""
+    kind = xmldoc.get("type")
+    cls = _ADDRESS_TYPES.get(kind or "")
+    if cls is None:
+        raise base.invalid("type", "address", kind, ", ".join(map(repr, _ADDRESS_TYPES)))
+    address = cls()
+    address.parse_dom(xmldoc)
+    return address
+
+
+def _address_check(path: str) -> base.Instance:
+    return base.Instance(path, LibvirtConfigGuestDeviceAddress)
+
+
+def _parse_address(obj: Any, xmldoc: etree._Element) -> None:
+    found = xmldoc.find("address")
+    obj.device_addr = None if found is None else parse_device_address(found)
+
+
+# Disks ------------------------------------------------------------------------
+
+
+class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
+    """``<disk>``: file, block or network storage as a disk, cdrom, lun or floppy."""
+
+    root_name = "disk"
+    checks = {
+        "source_type": base.enum("disk", *DISK_SOURCE_TYPES, required=True),
+        "source_device": base.enum("disk", *DISK_DEVICES, required=True),
+        "source_path": base.text("disk/source"),
+        "source_protocol": base.enum("disk/source", *NETWORK_PROTOCOLS),
+        "source_name": base.text("disk/source"),
+        "source_hosts": base.ListOf(base.text("disk/source/host")),
+        "source_ports": base.ListOf(base.int_range("disk/source/host", 1, 65535), True),
+        "driver_name": base.enum("disk/driver", "qemu"),
+        "driver_format": base.enum("disk/driver", *DISK_FORMATS),
+        "driver_cache": base.enum("disk/driver", *DISK_CACHE_MODES),
+        "driver_error_policy": base.enum("disk/driver", *DISK_ERROR_POLICIES),
+        "driver_rerror_policy": base.enum("disk/driver", *DISK_RERROR_POLICIES),
+        "driver_io": base.enum("disk/driver", *DISK_IO_MODES),
+        "driver_copy_on_read": base.on_off("disk/driver"),
+        "driver_discard": base.enum("disk/driver", *DISK_DISCARD_MODES),
+        "driver_iothread": base.positive_int("disk/driver"),
+        "driver_detect_zeroes": base.enum("disk/driver", *DISK_DETECT_ZEROES),
+        "driver_queues": base.positive_int("disk/driver"),
+        "driver_queue_size": base.positive_int("disk/driver"),
+        "driver_discard_no_unref": base.on_off("disk/driver"),
+        # {iothread id: [virtqueue ids]}: libvirt >= 10.0 with QEMU >= 9.0.
+        "driver_iothread_queues": base.DictOfLists(
+            base.positive_int("disk/driver/iothreads/iothread"),
+            base.int_range("disk/driver/iothreads/iothread/queue", 0, 1023),
+        ),
+        "target_dev": base.pattern("disk/target", r"[a-zA-Z0-9_]+", "device names like 'vda'"),
+        "target_bus": base.enum("disk/target", *DISK_BUSES),
+        "serial": base.text("disk/serial"),
+        "boot_order": base.positive_int("disk/boot"),
+        "alias": base.pattern("disk/alias", r"[a-zA-Z0-9_.-]+", "names of [a-zA-Z0-9_.-]"),
+        "readonly": base.Flag("disk/readonly"),
+        "shareable": base.Flag("disk/shareable"),
+        "auth_username": base.pattern("disk/auth", r"[a-zA-Z0-9_+-]+", "names of [a-zA-Z0-9_+-]"),
+        "auth_secret_type": base.enum("disk/auth/secret", "ceph", "iscsi"),
+        "auth_secret_uuid": base.uuid_text("disk/auth/secret"),
+        **{f"disk_{tag}": base.positive_int("disk/iotune") for tag in IOTUNE_ELEMENTS},
+        "logical_block_size": base.enum_int("disk/blockio", 512, 1024, 2048, 4096),
+        "physical_block_size": base.enum_int("disk/blockio", 512, 1024, 2048, 4096),
+        "device_addr": _address_check("disk/address"),
+    }
+    defaults = {"source_type": "file", "source_device": "disk"}
+
+    # Validation of combinations ------------------------------------------
+
+    def _name(self) -> str:
+        return str(self.target_dev or self.source_path or self.source_name or "<disk>")
+
+    def _bad(self, reason: str) -> exception.InvalidDiskConfig:
+        return exception.InvalidDiskConfig(disk=self._name(), reason=reason)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.target_dev is None:
+            raise self._bad("target_dev is not set; every disk needs a target such as 'vda'")
+        if self.source_type == "network":
+            if self.source_protocol is None or self.source_name is None:
+                raise self._bad(
+                    "a network disk needs source_protocol and source_name (e.g. 'rbd' and "
+                    "'pool/volume')"
+                )
+            if self.source_ports and len(self.source_ports) != len(self.source_hosts):
+                raise self._bad(
+                    f"{len(self.source_hosts)} source_hosts but {len(self.source_ports)} "
+                    "source_ports; give one port (or None) per host, or no ports"
+                )
+        elif self.source_protocol or self.source_name or self.source_hosts or self.source_ports:
+            raise self._bad(
+                f"source_protocol/source_name/source_hosts/source_ports are for network "
+                f"disks; this disk has source_type {self.source_type!r}"
+            )
+        if self.source_device == "lun" and self.source_type == "file":
+            raise self._bad("device 'lun' needs source_type 'block' or 'network'")
+        if self.driver_detect_zeroes == "unmap" and self.driver_discard != "unmap":
+            raise base.invalid(
+                "driver_detect_zeroes",
+                "disk/driver",
+                "unmap",
+                "'off', 'on' ('unmap' only together with driver_discard='unmap')",
+            )
+        if self.driver_iothread is not None and self.driver_iothread_queues:
+            raise self._bad(
+                "driver_iothread and driver_iothread_queues exclude each other; set one of them"
+            )
+        if self.auth_username is not None and (
+            self.auth_secret_type is None or self.auth_secret_uuid is None
+        ):
+            raise self._bad("auth_username needs auth_secret_type and auth_secret_uuid")
+        self._validate_iotune()
+        addr = self.device_addr
+        if addr is not None and self.target_bus is not None:
+            wanted = "pci" if self.target_bus == "virtio" else "drive"
+            if self.target_bus in ("virtio", "scsi", "sata", "ide", "fdc") and addr.type != wanted:
+                raise self._bad(
+                    f"bus {self.target_bus!r} needs a {wanted} address, got {addr.type!r}"
+                )
+
+    def _validate_iotune(self) -> None:
+        for suffix in ("", "_max", "_max_length"):
+            for kind in ("bytes", "iops"):
+                total = f"disk_total_{kind}_sec{suffix}"
+                split = [f"disk_{op}_{kind}_sec{suffix}" for op in ("read", "write")]
+                if getattr(self, total) is not None and any(getattr(self, s) for s in split):
+                    raise self._bad(f"{total} cannot be combined with {' or '.join(split)}")
+        for tag in _IOTUNE_BASE:
+            if (
+                getattr(self, f"disk_{tag}_max_length") is not None
+                and getattr(self, f"disk_{tag}_max") is None
+            ):
+                raise self._bad(f"disk_{tag}_max_length needs disk_{tag}_max")
+
+    # XML ------------------------------------------------------------------
+
+    def format_dom(self) -> etree._Element:
+        disk = super().format_dom()
+        disk.set("type", self.source_type)
+        disk.set("device", self.source_device)
+        self._format_driver(disk)
+        self._format_source(disk)
+        if self.auth_username is not None:
+            auth = etree.SubElement(disk, "auth", username=self.auth_username)
+            etree.SubElement(auth, "secret", type=self.auth_secret_type, uuid=self.auth_secret_uuid)
+        if self.logical_block_size is not None or self.physical_block_size is not None:
+            base.set_attrs(
+                etree.SubElement(disk, "blockio"),
+                logical_block_size=self.logical_block_size,
+                physical_block_size=self.physical_block_size,
+            )
+        base.set_attrs(etree.SubElement(disk, "target"), dev=self.target_dev, bus=self.target_bus)
+        tunes = [(tag, getattr(self, f"disk_{tag}")) for tag in IOTUNE_ELEMENTS]
+        if any(value is not None for _, value in tunes):
+            iotune = etree.SubElement(disk, "iotune")
+            for tag, value in tunes:
+                if value is not None:
+                    etree.SubElement(iotune, tag).text = str(value)
+        if self.readonly:
+            etree.SubElement(disk, "readonly")
+        if self.shareable:
+            etree.SubElement(disk, "shareable")
+        if self.serial is not None:
+            etree.SubElement(disk, "serial").text = self.serial
+        if self.boot_order is not None:
+            etree.SubElement(disk, "boot", order=str(self.boot_order))
+        if self.alias is not None:
+            etree.SubElement(disk, "alias", name=self.alias)
+        if self.device_addr is not None:
+            disk.append(self.device_addr.format_dom())
+        return disk
+
+    def _format_driver(self, disk: etree._Element) -> None:
+        values = {xml: getattr(self, py) for py, xml in _DRIVER_ATTRS.items()}
+        # Unlike Nova, any driver attribute (io alone included) yields <driver>.
+        if all(v is None for v in values.values()) and not self.driver_iothread_queues:
+            return
+        driver = etree.SubElement(disk, "driver")
+        base.set_attrs(driver, **values)
+        if self.driver_iothread_queues:
+            iothreads = etree.SubElement(driver, "iothreads")
+            for thread_id, queues in self.driver_iothread_queues.items():
+                thread = etree.SubElement(iothreads, "iothread", id=str(thread_id))
+                for queue in queues:
+                    etree.SubElement(thread, "queue", id=str(queue))
+
+    def _format_source(self, disk: etree._Element) -> None:
+        if self.source_type == "network":
+            source = etree.SubElement(
+                disk, "source", protocol=self.source_protocol, name=self.source_name
+            )
+            ports = self.source_ports or [None] * len(self.source_hosts)
+            for host, port in zip(self.source_hosts, ports, strict=True):
+                base.set_attrs(etree.SubElement(source, "host"), name=host, port=port)
+        elif self.source_path is not None:
+            attr = "file" if self.source_type == "file" else "dev"
+            etree.SubElement(disk, "source", {attr: self.source_path})
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        super().parse_dom(xmldoc)
+        self.source_type = xmldoc.get("type", "file")
+        self.source_device = xmldoc.get("device", "disk")
+        for child in xmldoc:
+            if child.tag == "driver":
+                self._parse_driver(child)
+            elif child.tag == "source":
+                self._parse_source(child)
+            elif child.tag == "auth":
+                self.auth_username = child.get("username")
+                secret = child.find("secret")
+                if secret is not None:
+                    self.auth_secret_type = secret.get("type")
+                    self.auth_secret_uuid = secret.get("uuid")
+            elif child.tag == "blockio":
+                self.logical_block_size = base.parse_int(
+                    child, "logical_block_size", "disk/blockio", "logical_block_size"
+                )
+                self.physical_block_size = base.parse_int(
+                    child, "physical_block_size", "disk/blockio", "physical_block_size"
+                )
+            elif child.tag == "target":
+                self.target_dev = child.get("dev")
+                self.target_bus = child.get("bus")
+            elif child.tag == "iotune":
+                for tune in child:
+                    if tune.tag in IOTUNE_ELEMENTS:
+                        name = f"disk_{tune.tag}"
+                        setattr(self, name, base.parse_text_int(tune, "disk/iotune", name))
+            elif child.tag in ("readonly", "shareable"):
+                setattr(self, child.tag, True)
+            elif child.tag == "serial":
+                self.serial = child.text
+            elif child.tag == "boot":
+                self.boot_order = base.parse_int(child, "order", "disk/boot", "boot_order")
+            elif child.tag == "alias":
+                self.alias = child.get("name")
+        _parse_address(self, xmldoc)
+
+    def _parse_driver(self, driver: etree._Element) -> None:
+        for py, xml in _DRIVER_ATTRS.items():
+            if py in _INT_DRIVER_ATTRS:
+                setattr(self, py, base.parse_int(driver, xml, "disk/driver", py))
+            else:
+                setattr(self, py, driver.get(xml))
+        mapping: dict[int, list[int]] = {}
+        path = "disk/driver/iothreads/iothread"
+        for thread in driver.iterfind("iothreads/iothread"):
+            thread_id = base.parse_int(thread, "id", path, "driver_iothread_queues")
+            mapping[thread_id] = [  # type: ignore[index]
+                base.parse_int(q, "id", f"{path}/queue", "driver_iothread_queues")
+                for q in thread.iterfind("queue")
+            ]
+        self.driver_iothread_queues = mapping
+
+    def _parse_source(self, source: etree._Element) -> None:
+        if self.source_type == "network":
+            self.source_protocol = source.get("protocol")
+            self.source_name = source.get("name")
+            hosts = source.findall("host")
+            self.source_hosts = [h.get("name") for h in hosts]
+            ports = [base.parse_int(h, "port", "disk/source/host", "source_ports") for h in hosts]
+            self.source_ports = [] if all(p is None for p in ports) else ports
+        else:
+            self.source_path = source.get("file" if self.source_type == "file" else "dev")
+
+
+# Controllers, character devices, balloon ---------------------------------------
+
+
+class LibvirtConfigGuestController(base.LibvirtConfigObject):
+    """``<controller>``; a virtio-scsi controller can own an IOThread and queues."""
+
+    root_name = "controller"
+    checks = {
+        "type": base.enum(
+            "controller", "scsi", "ide", "sata", "usb", "pci", "virtio-serial", "fdc"
+        ),
+        "model": base.text("controller"),
+        "index": base.int_range("controller", 0, 255),
+        "driver_iothread": base.positive_int("controller/driver"),
+        "driver_queues": base.positive_int("controller/driver"),
+        "device_addr": _address_check("controller/address"),
+    }
+    defaults = {"index": 0}
+
+    def validate(self) -> None:
+        super().validate()
+        if self.type is None:
+            raise base.invalid("type", "controller", None, self.checks["type"].allowed)
+        if self.type == "scsi" and self.model is not None:
+            base.enum("controller", *SCSI_CONTROLLER_MODELS)("model", self.model)
+        if self.driver_iothread is not None and self.model != "virtio-scsi":
+            raise base.invalid(
+                "driver_iothread", "controller/driver", self.driver_iothread,
+                "None unless type='scsi' model='virtio-scsi'",
+            )  # fmt: skip
+
+    def format_dom(self) -> etree._Element:
+        element = super().format_dom()
+        base.set_attrs(element, type=self.type, index=self.index, model=self.model)
+        if self.driver_queues is not None or self.driver_iothread is not None:
+            base.set_attrs(
+                etree.SubElement(element, "driver"),
+                queues=self.driver_queues,
+                iothread=self.driver_iothread,
+            )
+        if self.device_addr is not None:
+            element.append(self.device_addr.format_dom())
+        return element
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        super().parse_dom(xmldoc)
+        self.type = xmldoc.get("type")
+        self.model = xmldoc.get("model")
+        self.index = base.parse_int(xmldoc, "index", "controller", "index")
+        driver = xmldoc.find("driver")
+        if driver is not None:
+            path = "controller/driver"
+            self.driver_queues = base.parse_int(driver, "queues", path, "driver_queues")
+            self.driver_iothread = base.parse_int(driver, "iothread", path, "driver_iothread")
+        _parse_address(self, xmldoc)
+
+
+class LibvirtConfigGuestCharBase(base.LibvirtConfigObject):
+    """A character device backed by a file (a console log) or a pty."""
+
+    target_types: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        cls.checks = {
+            "type": base.enum(cls.root_name, "file", "pty"),
+            "source_path": base.text(f"{cls.root_name}/source"),
+            "target_type": base.enum(f"{cls.root_name}/target", *cls.target_types),
+            "target_port": base.int_range(f"{cls.root_name}/target", 0, 31),
+        }
+        super().__init_subclass__(**kwargs)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.type is None:
+            raise base.invalid("type", self.root_name, None, "'file', 'pty'")
+        if self.type == "file" and self.source_path is None:
+            raise base.invalid(
+                "source_path", f"{self.root_name}/source", None,
+                "an absolute file path when type='file'",
+            )  # fmt: skip
+
+    def format_dom(self) -> etree._Element:
+        element = super().format_dom()
+        element.set("type", self.type)
+        if self.source_path is not None:
+            etree.SubElement(element, "source", path=self.source_path)
+        if self.target_type is not None or self.target_port is not None:
+            base.set_attrs(
+                etree.SubElement(element, "target"), type=self.target_type, port=self.target_port
+            )
+        return element
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        super().parse_dom(xmldoc)
+        self.type = xmldoc.get("type")
+        source = xmldoc.find("source")
+        self.source_path = None if source is None else source.get("path")
+        target = xmldoc.find("target")
+        if target is not None:
+            self.target_type = target.get("type")
+            path = f"{self.root_name}/target"
+            self.target_port = base.parse_int(target, "port", path, "target_port")
+
+
+class LibvirtConfigGuestSerial(LibvirtConfigGuestCharBase):
+    root_name = "serial"
+    target_types = ("isa-serial", "pci-serial", "usb-serial")
+
+
+class LibvirtConfigGuestConsole(LibvirtConfigGuestCharBase):
+    root_name = "console"
+    target_types = ("serial", "virtio")
+
+
+class LibvirtConfigMemoryBalloon(base.LibvirtConfigObject):
+    """``<memballoon>``; model 'none' turns the device off."""
+
+    root_name = "memballoon"
+    checks = {"model": base.enum("memballoon", "virtio", "none", required=True)}
+    defaults = {"model": "none"}
+
+    def format_dom(self) -> etree._Element:
+        element = super().format_dom()
+        element.set("model", self.model)
+        return element
+
+    def parse_dom(self, xmldoc: etree._Element) -> None:
+        super().parse_dom(xmldoc)
+        self.model = xmldoc.get("model")
+
+
+DEVICE_CLASSES: dict[str, type[base.LibvirtConfigObject]] = {
+    cls.root_name: cls
+    for cls in (
+        LibvirtConfigGuestDisk,
+        LibvirtConfigGuestController,
+        LibvirtConfigGuestSerial,
+        LibvirtConfigGuestConsole,
+        LibvirtConfigMemoryBalloon,
+    )
+}
