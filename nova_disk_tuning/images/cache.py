@@ -1,0 +1,343 @@
+"""The per-host cache of base images: fetched once, checked, converted, shared.
+
+Layout (Nova's): ``$instances_path/<[image_cache] subdirectory_name>/<sha1(image id)>``
+holds the image; ``<sha1>.info`` beside it records its format and origin.
+Lock files live in ``$instances_path/locks``.
+
+Crash safety: an entry is built under temporary names in the same directory
+(``<sha1>.<pid>.part`` / ``.tmp``), fsynced, and renamed into place, then the
+directory is fsynced; so the final name only ever holds a complete image.
+The entry lock is an fcntl lock (oslo.concurrency), which dies with its
+holder; whoever takes it next removes temporary files of that entry, which
+can only belong to a dead process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from oslo_concurrency import lockutils
+from oslo_config import cfg
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.images import diskops, fetch, safety
+from nova_disk_tuning.images.qemu_img import ConvertResult, QemuImg
+
+LOG = logging.getLogger(__name__)
+LOCK_PREFIX = "nova-disk-tuning-"
+_ENTRY_NAME = re.compile(r"^[0-9a-f]{40}$")
+_QCOW2_MAGIC = b"QFI\xfb"
+
+
+@dataclasses.dataclass
+class CachedImage:
+    path: str
+    format: str
+    virtual_size: int
+    created: bool  # built by this call (False: an existing entry was reused)
+    image_id: str = ""
+    conversion: ConvertResult | None = None
+    seconds: float = 0.0  # fetch + checks + conversion, when created
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class CacheEntry:
+    path: str
+    image_id: str
+    format: str
+    virtual_size: int
+    disk_usage: int  # bytes allocated on the host
+    last_used: float  # mtime, touched on every use
+
+
+class ImageCache:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        qemu_img: QemuImg | None = None,
+        fetchers: Mapping[str, fetch.Fetcher] | None = None,
+        image_safety: safety.ImageSafety | None = None,
+    ) -> None:
+        self.conf = conf
+        self.qemu_img = qemu_img or QemuImg(conf)
+        self.fetchers = fetch.FetcherRegistry(fetchers)
+        self.safety = image_safety or safety.ImageSafety()
+
+    # -- where things are (read from config when used) ---------------------------
+
+    @property
+    def base_dir(self) -> str:
+        return os.path.join(self.conf.instances_path, self.conf.image_cache.subdirectory_name)
+
+    @property
+    def lock_dir(self) -> str:
+        return os.path.join(self.conf.instances_path, "locks")
+
+    def entry_path(self, image_id: str) -> str:
+        return os.path.join(self.base_dir, hashlib.sha1(image_id.encode()).hexdigest())
+
+    def _lock(self, path: str) -> Any:
+        return lockutils.lock(
+            f"image-{os.path.basename(path)}",
+            lock_file_prefix=LOCK_PREFIX,
+            external=True,
+            lock_path=self.lock_dir,
+        )
+
+    # -- fetch ---------------------------------------------------------------------
+
+    def fetch(
+        self,
+        image_id: str,
+        source: str,
+        declared_format: str | None,
+        max_virtual_size: int | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> CachedImage:
+        """The cached image ``image_id``, built from ``source`` if not cached yet.
+
+        Concurrent callers (threads or processes) of one image wait for the
+        first and reuse its result.
+        """
+        path = self.entry_path(image_id)
+        os.makedirs(self.base_dir, exist_ok=True)
+        os.makedirs(self.lock_dir, exist_ok=True)
+        with self._lock(path):
+            cached = self._reuse(image_id, path, max_virtual_size)
+            if cached is not None:
+                return cached
+            self._remove_stale(path)
+            limiter = diskops.DiskOpsLimiter(self.conf, self.lock_dir)
+            with limiter.slot(f"image {image_id}"):
+                return self._build(
+                    image_id, path, source, declared_format, max_virtual_size, progress
+                )
+
+    def _reuse(self, image_id: str, path: str, max_size: int | None) -> CachedImage | None:
+        meta = _read_meta(path)
+        if meta is None or not os.path.exists(path):
+            if os.path.exists(path):
+                LOG.warning("cached %s has no record of its format: rebuilding it", path)
+            return None
+        if max_size is not None and meta["virtual_size"] > max_size:
+            raise exception.ImageUnacceptable(
+                path=path,
+                reason=f"its virtual size {meta['virtual_size']} bytes is larger than "
+                f"the allowed {max_size} bytes (the flavor's disk). Use a larger flavor.",
+            )
+        os.utime(path)
+        LOG.info("image %s: reusing cached %s", image_id, path)
+        return CachedImage(path, meta["format"], meta["virtual_size"], False, image_id)
+
+    def _build(
+        self,
+        image_id: str,
+        path: str,
+        source: str,
+        declared_format: str | None,
+        max_size: int | None,
+        progress: Callable[[float], None] | None,
+    ) -> CachedImage:
+        started = time.monotonic()
+        part = f"{path}.{os.getpid()}.part"
+        converted = f"{path}.{os.getpid()}.tmp"
+        force_raw = self.conf.force_raw_images
+        converting = force_raw and declared_format not in (None, "raw")
+        fetch_share = 50.0 if converting else 100.0
+        try:
+            LOG.info("image %s: fetching %s into %s", image_id, source, part)
+            self.fetchers.for_source(source).fetch(
+                source, part, _scaled(progress, 0.0, fetch_share)
+            )
+            # Safety first: nothing else (qemu-img included) reads it before.
+            found = self.safety.check(part, declared_format, max_size)
+            info = self.qemu_img.info(part, found.format)
+            if info.backing_file:
+                raise exception.ImageUnacceptable(
+                    path=source,
+                    reason="qemu-img reports a backing file. Use a self-contained image.",
+                )
+            fmt, staged, conversion = found.format, part, None
+            if force_raw and fmt != "raw":
+                LOG.info("image %s: converting %s to raw (force_raw_images)", image_id, fmt)
+                conversion = self.qemu_img.convert(
+                    part,
+                    converted,
+                    fmt,
+                    "raw",
+                    progress=_scaled(progress, fetch_share, 100.0),
+                    preallocation="none",  # bases are read-only: holes stay holes
+                )
+                os.unlink(part)
+                fmt, staged = "raw", converted
+            size = int(info.virtual_size)
+            _fsync_file(staged)
+            _write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
+            os.rename(staged, path)
+            _fsync_dir(self.base_dir)
+        except BaseException:
+            for leftover in (part, converted):
+                _unlink_quietly(leftover)
+            raise
+        seconds = time.monotonic() - started
+        LOG.info("image %s: cached as %s (%s) in %.2f s", image_id, path, fmt, seconds)
+        return CachedImage(path, fmt, size, True, image_id, conversion, seconds)
+
+    def _remove_stale(self, path: str) -> None:
+        # Called with the entry lock held: no live process writes these.
+        for stale in glob.glob(f"{glob.escape(path)}.*.part") + glob.glob(
+            f"{glob.escape(path)}.*.tmp"
+        ):
+            LOG.info("removing %s, left by an interrupted fetch", stale)
+            _unlink_quietly(stale)
+
+    # -- list / prune --------------------------------------------------------------
+
+    def list(self) -> list[CacheEntry]:
+        entries = []
+        for name in sorted(os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []):
+            path = os.path.join(self.base_dir, name)
+            if not _ENTRY_NAME.match(name):
+                continue
+            meta = _read_meta(path) or {}
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                continue
+            entries.append(
+                CacheEntry(
+                    path=path,
+                    image_id=meta.get("image_id", ""),
+                    format=meta.get("format", "unknown"),
+                    virtual_size=meta.get("virtual_size", stat.st_size),
+                    disk_usage=stat.st_blocks * 512,
+                    last_used=stat.st_mtime,
+                )
+            )
+        return entries
+
+    def prune(self, max_age: float | None = None, in_use: Collection[str] = ()) -> list[str]:
+        """Remove entries unused for ``max_age`` seconds; return their paths.
+
+        ``max_age`` defaults to ``[image_cache]
+        remove_unused_original_minimum_age_seconds``. An entry is in use, and
+        kept, when its path is in ``in_use`` or when a qcow2 file directly in
+        an instance directory (``$instances_path/*/``) names it as backing
+        file. Each entry is removed under its lock, so a concurrent fetch
+        either sees it whole or rebuilds it.
+        """
+        if max_age is None:
+            max_age = self.conf.image_cache.remove_unused_original_minimum_age_seconds
+        used = {os.path.realpath(p) for p in in_use} | self._referenced_bases()
+        removed = []
+        for entry in self.list():
+            if os.path.realpath(entry.path) in used:
+                LOG.info("keeping %s: in use", entry.path)
+                continue
+            with self._lock(entry.path):
+                try:
+                    age = time.time() - os.stat(entry.path).st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < max_age:
+                    continue
+                os.unlink(entry.path)
+                _unlink_quietly(_meta_path(entry.path))
+                _fsync_dir(self.base_dir)
+            LOG.info("removed %s (image %s), unused for %d s", entry.path, entry.image_id, age)
+            removed.append(entry.path)
+        return removed
+
+    def _referenced_bases(self) -> set[str]:
+        found = set()
+        root = self.conf.instances_path
+        for candidate in glob.glob(os.path.join(glob.escape(root), "*", "*")):
+            backing = qcow2_backing_file(candidate)
+            if backing:
+                directory = os.path.dirname(candidate)
+                found.add(os.path.realpath(os.path.join(directory, backing)))
+        return found
+
+
+def qcow2_backing_file(path: str) -> str | None:
+    """The backing file named in a qcow2 header, read without qemu-img."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+            if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
+                return None
+            offset, length = struct.unpack(">QI", header[8:20])
+            if not offset or not 0 < length <= 1023:
+                return None
+            handle.seek(offset)
+            return handle.read(length).decode(errors="replace")
+    except (OSError, IsADirectoryError):
+        return None
+
+
+def _scaled(
+    progress: Callable[[float], None] | None, low: float, high: float
+) -> Callable[[float], None] | None:
+    if progress is None:
+        return None
+    return lambda percent: progress(low + (high - low) * percent / 100.0)
+
+
+def _meta_path(path: str) -> str:
+    return f"{path}.info"
+
+
+def _read_meta(path: str) -> dict[str, Any] | None:
+    try:
+        with open(_meta_path(path)) as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not {"format", "virtual_size"} <= meta.keys():
+        return None
+    return meta
+
+
+def _write_meta(path: str, meta: dict[str, Any]) -> None:
+    staged = f"{path}.info.{os.getpid()}.tmp"
+    with open(staged, "w") as handle:
+        json.dump(meta, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(staged, _meta_path(path))
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

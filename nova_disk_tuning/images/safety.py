@@ -1,0 +1,112 @@
+"""Checks on a downloaded image before any qemu-img command touches it.
+
+qemu-img follows what an image header says: a backing file or a qcow2
+external data file can make it read (and a guest see) any host file, and some
+VMDK create-types name extent files anywhere on the host (CVE-2024-32498).
+So the format is detected from the bytes by oslo.utils' format inspector, not
+by qemu-img, and anything that points outside the image is rejected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from oslo_utils.imageutils import format_inspector
+
+from nova_disk_tuning import exception
+
+LOG = logging.getLogger(__name__)
+
+# VMDK create-types made of a single file (format_inspector names, lower case).
+ALLOWED_VMDK_TYPES = frozenset({"monolithicsparse", "streamoptimized"})
+# A raw disk with a partition table or an ISO 9660 file system is still raw
+# to qemu-img: the inspector names what it found inside.
+RAW_COMPATIBLE = frozenset({"raw", "gpt", "iso"})
+
+_CHECK_REASONS = {
+    "backing_file": "it has a backing file (qemu-img would open a host file)",
+    "data_file": "it is a qcow2 with an external data-file (qemu-img would open a host file)",
+    "unknown_features": "it uses qcow2 features this host does not know",
+    "descriptor": "its VMDK descriptor is unsafe or unsupported",
+    "footer": "its VMDK footer is inconsistent",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspection:
+    format: str  # the qemu-img format name: raw, qcow2, vmdk, ...
+    detected: str  # what the inspector called it (e.g. gpt for a raw disk)
+    virtual_size: int  # from the header; the file size for raw
+
+
+class ImageSafety:
+    """Detects an image's format from its bytes and rejects unsafe images."""
+
+    def __init__(self, allowed_vmdk_types: frozenset[str] = ALLOWED_VMDK_TYPES) -> None:
+        self.allowed_vmdk_types = frozenset(t.lower() for t in allowed_vmdk_types)
+
+    def detect(self, path: str) -> format_inspector.FileInspector:
+        try:
+            inspector = format_inspector.detect_file_format(path)
+        except FileNotFoundError:
+            raise exception.ImageNotFound(path=path) from None
+        except format_inspector.ImageFormatError as exc:
+            raise exception.ImageUnacceptable(
+                path=path, reason=f"its format cannot be determined safely ({exc})"
+            ) from None
+        if inspector is None:
+            raise exception.ImageUnacceptable(path=path, reason="its format cannot be determined")
+        return inspector
+
+    def check(
+        self, path: str, declared_format: str | None, max_virtual_size: int | None = None
+    ) -> Inspection:
+        """Return what the image is, or raise ImageUnacceptable saying why not.
+
+        ``declared_format`` None means "whatever it is" (detected formats are
+        still safety-checked).
+        """
+        inspector = self.detect(path)
+        detected = str(inspector)
+        qemu_format = "raw" if detected in RAW_COMPATIBLE else detected
+        problems = self._problems(inspector)
+        if declared_format and qemu_format != declared_format:
+            reason = f"it was declared {declared_format} but its content is {detected}"
+            if problems:
+                reason += f", and {problems[0]}"
+            reason += ". Declare the format the image really has."
+            raise exception.ImageUnacceptable(path=path, reason=reason)
+        if problems:
+            raise exception.ImageUnacceptable(
+                path=path, reason="; ".join(problems) + ". Use a self-contained image."
+            )
+        size = inspector.virtual_size
+        if qemu_format == "raw":
+            # The inspector stops reading early; a raw disk is as large as its file.
+            size = os.path.getsize(path)
+        if max_virtual_size is not None and size > max_virtual_size:
+            raise exception.ImageUnacceptable(
+                path=path,
+                reason=f"its virtual size {size} bytes is larger than the allowed "
+                f"{max_virtual_size} bytes (the flavor's disk). Use a larger flavor.",
+            )
+        LOG.info("image %s is %s (detected %s), virtual size %d", path, qemu_format, detected, size)
+        return Inspection(format=qemu_format, detected=detected, virtual_size=size)
+
+    def _problems(self, inspector: format_inspector.FileInspector) -> list[str]:
+        vmdk_type = getattr(inspector, "vmdktype", None)
+        if str(inspector) == "vmdk" and vmdk_type not in self.allowed_vmdk_types:
+            allowed = ", ".join(sorted(self.allowed_vmdk_types))
+            return [f"its VMDK create-type {vmdk_type!r} is not allowed (allowed: {allowed})"]
+        try:
+            inspector.safety_check()
+        except format_inspector.SafetyCheckFailed as exc:
+            return [
+                _CHECK_REASONS.get(name.removeprefix("inner_"), f"{name}: {failure}")
+                for name, failure in sorted(exc.failures.items())
+            ]
+        except format_inspector.ImageFormatError as exc:
+            return [f"it cannot be safety-checked ({exc})"]
+        return []
