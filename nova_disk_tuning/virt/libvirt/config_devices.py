@@ -38,6 +38,9 @@ SCSI_CONTROLLER_MODELS = (
     "lsilogic", "lsisas1068", "lsisas1078", "ibmvscsi", "vmpvscsi",
 )  # fmt: skip
 
+# How many <host> elements each protocol takes (domaincommon.rng): (min, max).
+_HOSTS_PER_PROTOCOL = {"rbd": (0, None), "gluster": (1, None)}
+
 # <iotune> children in libvirt's order; the Python name is "disk_" + tag.
 _IOTUNE_BASE = (
     "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
@@ -146,6 +149,14 @@ def _parse_address(obj: Any, xmldoc: etree._Element) -> None:
     obj.device_addr = None if found is None else parse_device_address(found)
 
 
+class _PortList(base.ListOf):
+    """Ports per host; all-None is stored as [] (the XML cannot tell them apart)."""
+
+    def __call__(self, name: str, value: Any) -> list[Any]:
+        ports = super().__call__(name, value)
+        return [] if all(p is None for p in ports) else ports
+
+
 # Disks ------------------------------------------------------------------------
 
 
@@ -159,8 +170,10 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         "source_path": base.text("disk/source"),
         "source_protocol": base.enum("disk/source", *NETWORK_PROTOCOLS),
         "source_name": base.text("disk/source"),
-        "source_hosts": base.ListOf(base.text("disk/source/host")),
-        "source_ports": base.ListOf(base.int_range("disk/source/host", 1, 65535), True),
+        "source_hosts": base.ListOf(
+            base.pattern("disk/source/host", r"[a-zA-Z0-9.:-]+", "host names or IP addresses")
+        ),
+        "source_ports": _PortList(base.int_range("disk/source/host", 1, 65535), True),
         "driver_name": base.enum("disk/driver", "qemu"),
         "driver_format": base.enum("disk/driver", *DISK_FORMATS),
         "driver_cache": base.enum("disk/driver", *DISK_CACHE_MODES),
@@ -181,7 +194,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         ),
         "target_dev": base.pattern("disk/target", r"[a-zA-Z0-9_]+", "device names like 'vda'"),
         "target_bus": base.enum("disk/target", *DISK_BUSES),
-        "serial": base.text("disk/serial"),
+        # The characters libvirt's schema and QEMU accept in a disk serial.
+        "serial": base.pattern("disk/serial", r"[A-Za-z0-9_.+\- ]+", "strings of [A-Za-z0-9_.+- ]"),
         "boot_order": base.positive_int("disk/boot"),
         "alias": base.pattern("disk/alias", r"[a-zA-Z0-9_.-]+", "names of [a-zA-Z0-9_.-]"),
         "readonly": base.Flag("disk/readonly"),
@@ -209,10 +223,19 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         if self.target_dev is None:
             raise self._bad("target_dev is not set; every disk needs a target such as 'vda'")
         if self.source_type == "network":
-            if self.source_protocol is None or self.source_name is None:
+            if self.source_protocol is None or (
+                self.source_name is None and self.source_protocol != "nbd"
+            ):
                 raise self._bad(
                     "a network disk needs source_protocol and source_name (e.g. 'rbd' and "
                     "'pool/volume')"
+                )
+            low, high = _HOSTS_PER_PROTOCOL.get(self.source_protocol, (1, 1))
+            count = len(self.source_hosts)
+            if count < low or (high is not None and count > high):
+                wanted = f"{low}" if low == high else f"at least {low}"
+                raise self._bad(
+                    f"protocol {self.source_protocol!r} takes {wanted} source_hosts, got {count}"
                 )
             if self.source_ports and len(self.source_ports) != len(self.source_hosts):
                 raise self._bad(
@@ -233,6 +256,14 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 "unmap",
                 "'off', 'on' ('unmap' only together with driver_discard='unmap')",
             )
+        virtio_only = ("driver_iothread", "driver_iothread_queues", "driver_queues",
+                       "driver_queue_size")  # fmt: skip
+        for name in virtio_only:
+            if getattr(self, name) and self.target_bus not in (None, "virtio"):
+                raise self._bad(
+                    f"{name} works only on bus 'virtio' (bus is {self.target_bus!r}); "
+                    "disks on a virtio-scsi controller use the controller's IOThread and queues"
+                )
         if self.driver_iothread is not None and self.driver_iothread_queues:
             raise self._bad(
                 "driver_iothread and driver_iothread_queues exclude each other; set one of them"
@@ -318,9 +349,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
 
     def _format_source(self, disk: etree._Element) -> None:
         if self.source_type == "network":
-            source = etree.SubElement(
-                disk, "source", protocol=self.source_protocol, name=self.source_name
-            )
+            source = etree.SubElement(disk, "source")
+            base.set_attrs(source, protocol=self.source_protocol, name=self.source_name)
             ports = self.source_ports or [None] * len(self.source_hosts)
             for host, port in zip(self.source_hosts, ports, strict=True):
                 base.set_attrs(etree.SubElement(source, "host"), name=host, port=port)
