@@ -20,6 +20,12 @@ _MODULES = (default, libvirt, disk_tuning)
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     for module in _MODULES:
+        for group in module.list_opts():
+            if isinstance(group, cfg.OptGroup):
+                # ConfigOpts.register_group() keeps a shallow copy that shares
+                # the module-level group's option table, and with it every
+                # set_override(), between all ConfigOpts; give each its own.
+                conf.register_group(cfg.OptGroup(group.name, title=group.title, help=group.help))
         module.register_opts(conf)
 
 
