@@ -33,6 +33,10 @@ class InvalidConfigValue(NovaDiskTuningException):
     )
 
 
+class InvalidFlavorExtraSpec(NovaDiskTuningException):
+    msg_fmt = "Invalid flavor extra spec %(key)s=%(value)r: %(reason)s"
+
+
 class PluginNotFound(NovaDiskTuningException):
     msg_fmt = (
         "No %(kind)s named %(name)r is installed (entry-point group "
