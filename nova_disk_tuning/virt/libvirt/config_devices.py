@@ -150,9 +150,15 @@ def _parse_address(obj: Any, xmldoc: etree._Element) -> None:
 
 
 class _PortList(base.ListOf):
-    """Ports per host; all-None is stored as [] (the XML cannot tell them apart)."""
+    """Ports per host; all-None is stored as [] (the XML cannot tell them apart).
+
+    Nova's connection_info carries ports as strings; decimal strings are
+    stored as ints so objects built either way compare equal.
+    """
 
     def __call__(self, name: str, value: Any) -> list[Any]:
+        if isinstance(value, (list, tuple)):
+            value = [int(p) if isinstance(p, str) and p.isdecimal() else p for p in value]
         ports = super().__call__(name, value)
         return [] if all(p is None for p in ports) else ports
 
