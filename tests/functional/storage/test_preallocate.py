@@ -1,0 +1,116 @@
+"""Preallocation on real file systems, including running out of space."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.storage import preallocate as prealloc_mod
+from nova_disk_tuning.storage.preallocate import preallocate
+from nova_disk_tuning.storage.probe import StorageProbe
+from tests.functional.conftest import MiB, requires_root
+from tests.functional.storage import util
+
+pytestmark = requires_root
+
+
+@pytest.mark.parametrize("filesystem", ["ext4", "xfs", "tmpfs"], indirect=True)
+def test_full_allocation_of_a_new_file(filesystem):
+    path = os.path.join(filesystem, "disk.raw")
+    result = preallocate(path, 32 * MiB)
+    assert result.allocated and result.method == "fallocate"
+    st = os.stat(path)
+    assert st.st_size == 32 * MiB
+    assert st.st_blocks * 512 >= 32 * MiB
+    assert StorageProbe().allocation(path).fully_allocated
+
+
+@pytest.mark.parametrize("filesystem", ["ext4", "xfs"], indirect=True)
+def test_fills_holes_of_an_existing_sparse_file(filesystem):
+    path = os.path.join(filesystem, "disk.raw")
+    util.fill(path, MiB)
+    os.truncate(path, 16 * MiB)
+    assert not StorageProbe().allocation(path).fully_allocated
+    assert preallocate(path, 16 * MiB).allocated
+    assert StorageProbe().allocation(path).fully_allocated
+    assert util.read(path, 0, MiB) == util.expected_pattern(0, MiB)  # data kept
+
+
+@pytest.mark.parametrize("filesystem", ["ext4", "xfs", "tmpfs"], indirect=True)
+def test_keep_size_allocates_past_eof_for_overlays(filesystem):
+    path = os.path.join(filesystem, "overlay.qcow2")
+    util.fill(path, 196608)  # a qcow2 overlay's few clusters
+    result = preallocate(path, 32 * MiB, keep_size=True)
+    assert result.allocated and result.method == "fallocate-keep-size"
+    st = os.stat(path)
+    assert st.st_size == 196608
+    assert st.st_blocks * 512 >= 32 * MiB
+
+
+def test_enospc_is_reported_at_once_and_nothing_is_left(small_filesystem):
+    path = os.path.join(small_filesystem.path, "disk.raw")
+    with pytest.raises(exception.InsufficientStorage) as info:
+        preallocate(path, 64 * MiB)
+    assert path in str(info.value) and "bytes free" in str(info.value)
+    assert not os.path.exists(path)
+
+
+def test_enospc_from_the_kernel_removes_the_new_file(small_filesystem, monkeypatch):
+    # Skip the free-space pre-check so fallocate itself hits ENOSPC after
+    # allocating what fits: the rollback must return every block.
+    monkeypatch.setattr(prealloc_mod, "_free", lambda fd: 1 << 60)
+    free_before = os.statvfs(small_filesystem.path).f_bfree
+    path = os.path.join(small_filesystem.path, "disk.raw")
+    with pytest.raises(exception.InsufficientStorage):
+        preallocate(path, 64 * MiB)
+    assert not os.path.exists(path)
+    assert os.listdir(small_filesystem.path) == ["lost+found"]
+    assert os.statvfs(small_filesystem.path).f_bfree >= free_before
+
+
+def test_enospc_with_keep_size_releases_blocks_past_eof(small_filesystem, monkeypatch):
+    monkeypatch.setattr(prealloc_mod, "_free", lambda fd: 1 << 60)
+    path = os.path.join(small_filesystem.path, "overlay.qcow2")
+    util.fill(path, 196608)
+    before = util.allocated(path)
+    with pytest.raises(exception.InsufficientStorage):
+        preallocate(path, 64 * MiB, keep_size=True)
+    st = os.stat(path)
+    assert st.st_size == 196608
+    # All data blocks come back; ext4 may keep the one extent-tree block
+    # (1 KiB on this small file system) that the big allocation needed.
+    assert before <= util.allocated(path) <= before + 4096
+    assert util.read(path, 0, 196608) == util.expected_pattern(0, 196608)
+
+
+def test_ext2_cannot_fallocate_and_says_so(make_filesystem, caplog):
+    mount = make_filesystem("ext2")
+    path = os.path.join(mount.path, "disk.raw")
+    with caplog.at_level(logging.WARNING, logger="nova_disk_tuning.storage.preallocate"):
+        result = preallocate(path, 32 * MiB)
+    assert not result.allocated and result.method == "none"
+    assert "ext2" in result.reason and "EOPNOTSUPP" in result.reason
+    assert any("Not preallocating" in r.getMessage() for r in caplog.records)
+    st = os.stat(path)
+    assert st.st_size == 32 * MiB  # a usable raw disk, sparse
+    assert st.st_blocks * 512 < MiB  # no zeroes were written
+
+
+def test_block_device_is_already_allocated(loop_device):
+    loop = loop_device(size=MiB)
+    result = preallocate(loop.path, MiB)
+    assert result.allocated and result.method == "none"
+
+
+def test_the_probe_is_shared_and_cached(filesystem, monkeypatch):
+    probe = StorageProbe()
+    preallocate(os.path.join(filesystem, "a"), MiB, probe=probe)
+    calls = []
+    monkeypatch.setattr(
+        "nova_disk_tuning.storage.probe._fallocate_probe", lambda d: calls.append(d)
+    )
+    preallocate(os.path.join(filesystem, "b"), MiB, probe=probe)
+    assert calls == []
