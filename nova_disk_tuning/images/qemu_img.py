@@ -38,7 +38,9 @@ Execute = Callable[..., tuple[str, str]]
 # CPU-time limit, SIGKILL past it, SIGABRT when GLib fails to allocate under
 # the address-space limit.
 _LIMIT_SIGNALS = {-signal.SIGXCPU, -signal.SIGKILL, -signal.SIGABRT}
-_ALLOC_FAILURE = re.compile(r"cannot allocate memory|failed to allocate|out of memory", re.I)
+_ALLOC_FAILURE = re.compile(
+    r"cannot allocate memory|failed to allocate|could not allocate|out of memory", re.I
+)
 _ENOSPC = re.compile(r"no space left on device", re.I)
 # qemu-img -p prints "    (12.34/100%)" followed by \r, many times per line.
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
