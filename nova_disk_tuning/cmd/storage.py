@@ -76,7 +76,11 @@ def probe_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     paths = args.paths or [conf.instances_path]
     for path in paths:
         if not os.path.exists(path):
-            hint = "pass an existing PATH" if args.paths else "create it or pass a PATH"
+            hint = (
+                "pass an existing PATH"
+                if args.paths
+                else "it is [DEFAULT] instances_path: create it, fix nova.conf or pass a PATH"
+            )
             raise exception.StorageError(
                 operation="probe", path=path, reason=f"it does not exist; {hint}"
             )
