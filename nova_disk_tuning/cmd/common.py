@@ -41,13 +41,15 @@ def print_json(obj: object) -> None:
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
     """Print a readable table (rich) on stdout."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        # Cells are plain text: "[libvirt] disk_cachemodes" is not rich markup.
+        table.add_row(*("" if v is None else escape(str(v)) for v in row))
     Console(width=max(120, Console().width)).print(table)
 
 

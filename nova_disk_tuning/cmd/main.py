@@ -14,7 +14,11 @@ import sys
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
 
-COMMAND_MODULES = ("nova_disk_tuning.cmd.storage", "nova_disk_tuning.cmd.images")
+COMMAND_MODULES = (
+    "nova_disk_tuning.cmd.storage",
+    "nova_disk_tuning.cmd.images",
+    "nova_disk_tuning.cmd.explain",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
