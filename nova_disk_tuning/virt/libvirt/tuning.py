@@ -271,7 +271,21 @@ def _decide_io(disk: DiskFacts, host: HostCaps, conf: cfg.ConfigOpts, cache: str
         fallback = _preferred(disk, cache, None if hint == "io_uring" else hint, hint_note)
         LOG.info("Disk %s: io_uring not used (%s); %s", disk.name, denied, fallback.value)
         return Decision(fallback.value, f"io_uring not used ({denied}); {fallback.reason}")
-    return _preferred(disk, cache, hint, hint_note)
+    decision = _preferred(disk, cache, hint, hint_note)
+    wanted = conf.preallocate_images
+    if wanted != "none" and decision.value == "threads" and disk.allocation_covers_size is False:
+        # Nova would set native here from the config alone; say why we do not.
+        LOG.warning(
+            "Disk %s: preallocate_images=%s, but %s is not fully allocated "
+            "(fallocate failed or was not done): threads, not native.",
+            disk.name,
+            wanted,
+            disk.path,
+        )
+        decision = Decision(
+            "threads", f"{decision.reason}; preallocate_images={wanted} did not take effect"
+        )
+    return decision
 
 
 def _hint(disk: DiskFacts, conf: cfg.ConfigOpts) -> tuple[str | None, str]:

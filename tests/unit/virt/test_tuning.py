@@ -73,6 +73,13 @@ ROWS = [
         {"io": ("threads", "0 B of 1.0 GiB allocated")},
     ),
     (
+        "space-configured-reason-says-it-did-not-take-effect",
+        raw_file(allocated=0, preallocated=False),
+        HOST,
+        {"DEFAULT": {"preallocate_images": "space"}},
+        {"io": ("threads", "preallocate_images=space did not take effect")},
+    ),
+    (
         "preallocated-but-allocation-short",
         raw_file(allocated=GIB // 2, preallocated=True),
         HOST,
