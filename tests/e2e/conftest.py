@@ -1,0 +1,132 @@
+"""Fixtures for the end-to-end suite: a private libvirtd (QEMU, TCG) and a tiny guest.
+
+Session fixtures:
+
+``guest_kit`` -> :class:`tests.e2e.guest.GuestKit`
+    kernel + initramfs (see the guest contract in ``tests/e2e/guest.py``).
+``libvirtd`` -> :class:`tests.e2e.libvirtd.PrivateLibvirtd`
+    ``.uri`` for ``[libvirt] connection_uri``, ``.open()`` for a connection,
+    ``.qemu_log(name)``, ``.qemu_pidfile(name)``, ``.diagnostics()``.
+
+Function fixtures:
+
+``libvirt_conn``  a connection to the private daemon, closed afterwards.
+``domain_name``   a unique domain name for the test.
+``run_guest``     ``run_guest(xml, timeout=180) -> GuestRun``: start a transient
+                  domain paused, capture QEMU's argv, resume, wait for the guest to
+                  power off, parse its console.
+
+The suite needs root. Anything else it needs that is missing is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e import domains, guest
+from tests.e2e.libvirtd import LibvirtdError, PrivateLibvirtd, private_libvirtd
+
+E2E_DIR = Path(__file__).parent
+NOT_ROOT = "e2e tests need root: a private libvirtd runs QEMU as root on loop/file disks"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(scope="session")
+def guest_kit() -> guest.GuestKit:
+    if os.geteuid() != 0:
+        pytest.skip(NOT_ROOT)
+    try:
+        return guest.build_guest_kit()
+    except guest.GuestKitError as exc:
+        pytest.fail(f"cannot build the e2e guest kit: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Iterator[PrivateLibvirtd]:
+    if os.geteuid() != 0:
+        pytest.skip(NOT_ROOT)
+    try:
+        import libvirt
+    except ImportError:
+        pytest.fail(
+            "libvirt-python is not installed in this environment (requirements.txt; "
+            "it builds against libvirt-dev)",
+            pytrace=False,
+        )
+    # libvirt prints every error to stderr besides raising it; expected ones (a transient
+    # domain that is gone after power-off) would bury the real ones.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        with private_libvirtd() as daemon:
+            yield daemon
+    except LibvirtdError as exc:
+        pytest.fail(f"cannot start the private libvirtd: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def libvirt_conn(libvirtd: PrivateLibvirtd) -> Iterator[Any]:
+    conn = libvirtd.open()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def domain_name(request: pytest.FixtureRequest) -> str:
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:40]
+    return f"ndt-{base}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclasses.dataclass
+class GuestRun:
+    """The outcome of :func:`run_guest`."""
+
+    name: str
+    argv: list[str]
+    console: str
+    report: guest.GuestReport
+    boot_seconds: float
+
+
+@pytest.fixture
+def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Iterator[Callable[..., GuestRun]]:
+    import time
+
+    import libvirt
+
+    started: list[Any] = []
+
+    def run(xml: str, console_log: Path, timeout: float = 180.0) -> GuestRun:
+        t0 = time.monotonic()
+        # Start paused: QEMU's argv can be read before the guest can finish and exit.
+        dom = libvirt_conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+        started.append(dom)
+        name = dom.name()
+        argv = domains.qemu_cmdline(dom)
+        dom.resume()
+        domains.wait_for_shutoff(dom, timeout=timeout, console_log=console_log)
+        elapsed = time.monotonic() - t0
+        text = console_log.read_text(errors="replace") if console_log.exists() else ""
+        return GuestRun(name, argv, text, guest.parse_console(text), elapsed)
+
+    yield run
+    for dom in started:
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError:
+            pass  # a transient domain is gone once it stopped

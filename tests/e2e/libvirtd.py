@@ -1,0 +1,391 @@
+"""A private libvirtd (QEMU driver) and virtlogd for end-to-end tests, run as root.
+
+libvirtd running as root ignores ``XDG_*`` and uses compiled-in paths:
+``/etc/libvirt`` (configuration), ``/run/libvirt`` (sockets, pid files, QEMU runtime
+state), ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``. Only the
+libvirtd.conf path can be changed (``--config``); qemu.conf cannot. So the daemons run
+in a private mount namespace (``unshare --mount``) where each of those directories is
+a bind mount of a directory under a fresh temporary base. Nothing the daemons or their
+QEMU processes write lands in a system-wide path, a system libvirtd (if any) is
+neither seen nor disturbed, and two test sessions can each run their own daemon.
+The test process reaches the daemon through the socket under the base directory:
+``qemu+unix:///system?socket=<base>/run/libvirt-sock``.
+
+Only the QEMU connection driver is loaded (``LIBVIRT_DRIVER_DIR`` points at a
+directory holding just that module), so the network, nwfilter, LXC, ... drivers
+cannot start dnsmasq or touch the firewall.
+
+Layout under the base directory (paths as the daemons see them in brackets)::
+
+    etc/    [/etc/libvirt]      libvirtd.conf, qemu.conf, virtlogd.conf
+    run/    [/run/libvirt]      libvirt-sock, qemu/<domain>.pid, ...
+    lib/    [/var/lib/libvirt]
+    log/    [/var/log/libvirt]  libvirtd.log, virtlogd.log, qemu/<domain>.log
+    cache/  [/var/cache/libvirt]
+    daemons.log                 stdout/stderr of the namespace's processes
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import libvirt
+
+LOG = logging.getLogger(__name__)
+
+# System directory -> name of the private directory bind-mounted over it.
+PRIVATE_MOUNTS = {
+    "/etc/libvirt": "etc",
+    "/run/libvirt": "run",
+    "/var/lib/libvirt": "lib",
+    "/var/log/libvirt": "log",
+    "/var/cache/libvirt": "cache",
+}
+
+DRIVER_DIRS = (
+    "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver",
+    "/usr/lib64/libvirt/connection-driver",
+    "/usr/lib/libvirt/connection-driver",
+)
+
+LIBVIRTD_CONF = """\
+# Private test daemon: local unix sockets only, no authentication.
+listen_tls = 0
+listen_tcp = 0
+unix_sock_rw_perms = "0700"
+unix_sock_ro_perms = "0700"
+unix_sock_admin_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+
+QEMU_CONF = """\
+# QEMU runs as root with no relabelling: the tests own every image they hand it.
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+# No cgroups and no per-domain /dev namespace: neither is needed for TCG guests and
+# both depend on how the host was booted.
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "logd"
+"""
+
+VIRTLOGD_CONF = """\
+log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
+"""
+
+# Runs inside the new mount namespace: private mounts first, then the daemons.
+# virtlogd must be up before libvirtd starts a domain, so wait for its socket.
+SUPERVISOR = r"""
+set -eu
+base="$1"
+while [ $# -gt 1 ]; do
+    shift
+    mount --bind "$base/${1#*=}" "${1%%=*}"
+done
+virtlogd &
+logd=$!
+n=0
+while [ ! -S /run/libvirt/virtlogd-sock ]; do
+    n=$((n + 1))
+    if [ "$n" -gt 300 ]; then echo "virtlogd did not create its socket" >&2; exit 1; fi
+    sleep 0.1
+done
+# libvirtd in the foreground: when it dies the supervisor exits too, so a failed
+# start shows up as an exited process rather than a socket that never appears.
+status=0
+libvirtd || status=$?
+kill "$logd" 2>/dev/null || true
+exit "$status"
+"""
+
+
+class LibvirtdError(RuntimeError):
+    """The private libvirtd could not be started or used."""
+
+
+def ensure_qemu_identities() -> None:
+    """Create user libvirt-qemu and groups libvirt-qemu and kvm if missing.
+
+    Debian's libvirtd 9.0 resolves its compiled-in QEMU user and group (both
+    ``libvirt-qemu``) while initialising the QEMU driver, before it reads
+    ``user``/``group`` from qemu.conf, and fails the driver if either is missing
+    ("Failed to parse group 'libvirt-qemu'"). The package's postinst normally creates
+    them, with ``kvm`` as a supplementary group.
+    """
+    for group in ("kvm", "libvirt-qemu"):
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            LOG.warning("creating system group %r (libvirtd's QEMU driver requires it)", group)
+            _create_identity(["groupadd", "--system", group])
+            grp.getgrnam(group)
+    try:
+        pwd.getpwnam("libvirt-qemu")
+    except KeyError:
+        LOG.warning("creating system user 'libvirt-qemu' (libvirtd's QEMU driver requires it)")
+        _create_identity(
+            ["useradd", "--system", "--gid", "libvirt-qemu", "--groups", "kvm",
+             "--no-create-home", "--home-dir", "/var/lib/libvirt",
+             "--shell", "/usr/sbin/nologin", "libvirt-qemu"]
+        )  # fmt: skip
+        pwd.getpwnam("libvirt-qemu")
+
+
+def _create_identity(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    # Exit code 9 means "already exists": another test session was faster.
+    if proc.returncode not in (0, 9):
+        raise LibvirtdError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+def _require_binaries() -> None:
+    missing = [b for b in ("libvirtd", "virtlogd", "unshare", "mount", "qemu-system-x86_64")
+               if shutil.which(b) is None]  # fmt: skip
+    if missing:
+        raise LibvirtdError(
+            "missing for the e2e tests: " + ", ".join(missing) + ". Install the Debian "
+            "packages in bindep.txt (libvirt-daemon libvirt-daemon-driver-qemu "
+            "qemu-system-x86 util-linux)."
+        )
+
+
+def _qemu_driver_module() -> Path:
+    for d in DRIVER_DIRS:
+        candidate = Path(d) / "libvirt_driver_qemu.so"
+        if candidate.exists():
+            return candidate
+    raise LibvirtdError(
+        "libvirt's QEMU driver module (libvirt_driver_qemu.so) is not installed: "
+        "apt-get install libvirt-daemon-driver-qemu"
+    )
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies."""
+    live = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After "comm)": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(entry))
+    return live
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"({path}: not readable)"
+    return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+class PrivateLibvirtd:
+    """A running private libvirtd; use :meth:`start` / :meth:`stop` or :func:`private_libvirtd`."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.etc = base / "etc"
+        self.run = base / "run"
+        self.lib = base / "lib"
+        self.log = base / "log"
+        self.cache = base / "cache"
+        self.drivers = base / "drivers"
+        self.socket = self.run / "libvirt-sock"
+        self.uri = f"qemu+unix:///system?socket={self.socket}"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout: float = 90.0) -> None:
+        _require_binaries()
+        ensure_qemu_identities()
+        for d in (self.etc, self.run, self.lib, self.log, self.cache, self.drivers):
+            d.mkdir(parents=True)
+        (self.etc / "libvirtd.conf").write_text(LIBVIRTD_CONF)
+        (self.etc / "qemu.conf").write_text(QEMU_CONF)
+        (self.etc / "virtlogd.conf").write_text(VIRTLOGD_CONF)
+        (self.drivers / "libvirt_driver_qemu.so").symlink_to(_qemu_driver_module())
+        for target in PRIVATE_MOUNTS:
+            # Bind mounts need an existing mount point. These are the directories the
+            # libvirt-daemon package itself owns; creating an empty one changes nothing
+            # for anyone else, and they are never written to from outside the namespace.
+            os.makedirs(target, exist_ok=True)
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "LANG": "C",
+            "LIBVIRT_DRIVER_DIR": str(self.drivers),
+        }
+        argv = [
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", SUPERVISOR, "ndt-libvirtd", str(self.base),
+            *(f"{target}={name}" for target, name in PRIVATE_MOUNTS.items()),
+        ]  # fmt: skip
+        with open(self.base / "daemons.log", "wb") as out:
+            # A new session makes the supervisor, virtlogd and libvirtd one process group
+            # that stop() can signal as a whole without touching anything else.
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+            )  # fmt: skip
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import libvirt
+
+        deadline = time.monotonic() + timeout
+        last_error = "socket not created yet"
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise LibvirtdError(
+                    f"the private libvirtd exited with code {self._proc.returncode} during "
+                    f"startup\n{self.diagnostics()}"
+                )
+            if self.socket.exists():
+                try:
+                    conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as exc:
+                    last_error = str(exc)
+                else:
+                    try:
+                        if conn.getType() == "QEMU":
+                            return
+                        last_error = f"driver is {conn.getType()}, not QEMU"
+                    finally:
+                        conn.close()
+            time.sleep(0.2)
+        raise LibvirtdError(
+            f"the private libvirtd was not ready within {timeout:.0f} s ({last_error})\n"
+            f"{self.diagnostics()}"
+        )
+
+    def stop(self) -> None:
+        """Destroy and undefine every domain, stop the daemons, remove the base dir."""
+        problems: list[str] = []
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._remove_domains()
+            except Exception as exc:  # teardown must go on to stop the daemons
+                problems.append(f"removing domains: {exc}")
+        self._kill_leftover_qemu()
+        if self._proc is not None:
+            self._stop_group()
+        shutil.rmtree(self.base, ignore_errors=True)
+        if problems:
+            LOG.warning("private libvirtd teardown: %s", "; ".join(problems))
+
+    def _remove_domains(self) -> None:
+        import libvirt
+
+        conn = libvirt.open(self.uri)
+        try:
+            for dom in conn.listAllDomains():
+                if dom.isActive():
+                    with contextlib.suppress(libvirt.libvirtError):
+                        dom.destroy()
+                if dom.isPersistent():
+                    with contextlib.suppress(libvirt.libvirtError):
+                        dom.undefineFlags(
+                            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                            | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                        )
+        finally:
+            conn.close()
+
+    def _kill_leftover_qemu(self) -> None:
+        # QEMU runs in a session of its own, outside the daemons' process group; the
+        # pid files in our private run dir name exactly the QEMUs this daemon started.
+        for pidfile in (self.run / "qemu").glob("*.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+                exe = os.readlink(f"/proc/{pid}/exe")
+            except (OSError, ValueError):
+                continue
+            if "qemu" in os.path.basename(exe):
+                LOG.warning("killing leftover QEMU pid %d (%s)", pid, pidfile.name)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def _stop_group(self) -> None:
+        assert self._proc is not None
+        pgid = self._proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        # libvirtd/virtlogd may outlive the supervisor shell for a moment; make sure
+        # nothing of the group is still running before the base dir goes. Zombies
+        # (reparented, waiting for init to reap them) no longer matter.
+        deadline = time.monotonic() + 20
+        while _live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _live_group_members(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ use
+
+    def open(self) -> libvirt.virConnect:
+        """A new read-write connection to the private daemon (the caller closes it)."""
+        import libvirt
+
+        return libvirt.open(self.uri)
+
+    def qemu_pidfile(self, domain_name: str) -> Path:
+        return self.run / "qemu" / f"{domain_name}.pid"
+
+    def qemu_log(self, domain_name: str) -> Path:
+        """The domain's QEMU log (libvirt writes QEMU's command line and stderr there)."""
+        return self.log / "qemu" / f"{domain_name}.log"
+
+    def diagnostics(self, lines: int = 40) -> str:
+        """Tails of the daemon logs, for error messages."""
+        return "\n".join(
+            _tail(p, lines)
+            for p in (self.base / "daemons.log", self.log / "libvirtd.log",
+                      self.log / "virtlogd.log")
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def private_libvirtd(
+    base_dir: str | None = None, timeout: float = 90.0
+) -> Iterator[PrivateLibvirtd]:
+    """Start a private libvirtd for the duration of the ``with`` block (root only)."""
+    if os.geteuid() != 0:
+        raise LibvirtdError("a private libvirtd with the QEMU system driver needs root")
+    base = Path(tempfile.mkdtemp(prefix="ndt-libvirtd-", dir=base_dir))
+    daemon = PrivateLibvirtd(base)
+    try:
+        daemon.start(timeout=timeout)
+        yield daemon
+    finally:
+        daemon.stop()
