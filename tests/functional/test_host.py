@@ -56,3 +56,61 @@ def test_read_only_connection(make_conf):
 
 def test_domain_capabilities_unsupported_by_test_driver(host):
     assert host.domain_capabilities() is None
+
+
+def test_tuned_guest_is_accepted_by_this_libvirt(host, make_conf, tmp_path):
+    """The policy, fed this host's real caps, renders XML libvirt validates and keeps."""
+    from lxml import etree
+
+    from nova_disk_tuning.virt.libvirt import config
+    from nova_disk_tuning.virt.libvirt.facts import DiskFacts
+    from nova_disk_tuning.virt.libvirt.tuning import tune_guest
+
+    image = tmp_path / "disk"
+    image.write_bytes(b"\0" * 65536)
+    facts = [
+        DiskFacts(
+            name="vda", source_type="file", path=str(image), size=65536, allocated=65536,
+            direct_io=True, preallocated=True,
+        ),
+        DiskFacts(name="vdb", source_type="block", path="/dev/loop7", direct_io=True),
+        DiskFacts(name="sda", source_type="block", path="/dev/loop8", bus="scsi"),
+    ]  # fmt: skip
+    conf = make_conf(
+        libvirt={"hw_disk_discard": "unmap"},
+        disk_tuning={"iothreads": 4, "detect_zeroes": "unmap"},
+    )
+    result = tune_guest(facts, host.caps(), conf, vcpus=2)
+    guest = config.LibvirtConfigGuest(virt_type="qemu", name="tuned", memory=131072, vcpus=2)
+    for fact in facts:
+        guest.add_device(
+            config.LibvirtConfigGuestDisk(
+                source_type=fact.source_type, source_path=fact.path, driver_name="qemu",
+                driver_format="raw", target_dev=fact.name, target_bus=fact.bus,
+            )
+        )  # fmt: skip
+    guest.add_device(config.LibvirtConfigGuestController(type="scsi", model="virtio-scsi", index=0))
+    result.apply_to_guest(guest)
+
+    domain = host.get_connection().defineXMLFlags(
+        guest.to_xml(), libvirt.VIR_DOMAIN_DEFINE_VALIDATE
+    )
+    try:
+        kept = etree.fromstring(domain.XMLDesc(0))
+    finally:
+        domain.undefine()
+    # Three devices to bind: the fourth IOThread is not defined.
+    assert kept.findtext("iothreads") == "3"
+
+    def driver(xpath: str):
+        (element,) = kept.xpath(xpath)
+        return element
+
+    vda = driver("devices/disk[target/@dev='vda']/driver")
+    assert vda.get("io") == "native" and vda.get("cache") == "none"
+    assert vda.get("discard") == "unmap" and vda.get("detect_zeroes") == "unmap"
+    assert vda.get("iothread") == "1" and vda.get("queues") == "2"
+    assert driver("devices/disk[target/@dev='vdb']/driver").get("iothread") == "2"
+    scsi = driver("devices/controller[@model='virtio-scsi']/driver")
+    assert scsi.get("iothread") == "3" and scsi.get("queues") == "2"
+    assert driver("devices/disk[target/@dev='sda']/driver").get("iothread") is None
