@@ -16,6 +16,7 @@ from nova_disk_tuning import exception
 
 ProgressCallback = Callable[[float], None]
 _CHUNK = 8 << 20
+_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class Fetcher(Protocol):
@@ -28,8 +29,12 @@ class LocalFileFetcher:
 
     Holes stay holes (SEEK_DATA/SEEK_HOLE) and the data goes through
     copy_file_range, which the kernel may turn into a reflink or a
-    server-side copy.
+    server-side copy. Across file systems the kernel refuses it (EXDEV since
+    Linux 5.19); then plain reads and writes do, remembered per fetcher.
     """
+
+    def __init__(self) -> None:
+        self._copy_file_range = True
 
     def fetch(self, source: str, dest: str, progress: ProgressCallback | None = None) -> int:
         path = local_path(source)
@@ -56,8 +61,7 @@ class LocalFileFetcher:
             os.close(src_fd)
         return size
 
-    @staticmethod
-    def _copy(src: int, dst: int, size: int, progress: ProgressCallback | None) -> None:
+    def _copy(self, src: int, dst: int, size: int, progress: ProgressCallback | None) -> None:
         offset = 0
         while offset < size:
             try:
@@ -69,15 +73,28 @@ class LocalFileFetcher:
             end = os.lseek(src, start, os.SEEK_HOLE)
             position = start
             while position < end:
-                copied = os.copy_file_range(
-                    src, dst, min(_CHUNK, end - position), position, position
-                )
+                copied = self._copy_chunk(src, dst, min(_CHUNK, end - position), position)
                 if copied == 0:
                     raise OSError(errno.EIO, "source shrank while copying")
                 position += copied
                 if progress is not None:
                     progress(100.0 * position / size)
             offset = end
+
+    def _copy_chunk(self, src: int, dst: int, length: int, offset: int) -> int:
+        if self._copy_file_range:
+            try:
+                return os.copy_file_range(src, dst, length, offset, offset)
+            except OSError as exc:
+                if exc.errno not in _NO_COPY_FILE_RANGE:
+                    raise
+                self._copy_file_range = False
+        data = os.pread(src, length, offset)
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(dst, view, offset)
+            view, offset = view[written:], offset + written
+        return len(data)
 
 
 def local_path(source: str) -> str:
