@@ -21,6 +21,7 @@ from typing import Any
 from nova_disk_tuning import exception
 
 Version = tuple[int, int, int]
+DecisionValue = str | int | dict[int, list[int]] | None
 
 SOURCE_TYPES = ("file", "block", "network")
 DISCARD_MODES = ("ignore", "unmap")
@@ -45,9 +46,14 @@ def format_version(version: Version | None) -> str:
 
 @dataclass(frozen=True)
 class Decision:
-    """One setting and why. ``value`` None means: emit nothing."""
+    """One setting and why. ``value`` None means: emit nothing.
 
-    value: Any
+    Values are libvirt's attribute values (``"none"``, ``"native"``), ints
+    (IOThread ids, queue counts) or, for per-queue IOThread mapping,
+    ``{IOThread id: [virtqueue ids]}``.
+    """
+
+    value: DecisionValue
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,6 +71,9 @@ class DiskFacts:
     size will not allocate on write). ``fully_allocated`` is the caller's
     verdict when it has one (e.g. ``StorageProbe.allocation``); when None it
     is derived from ``size``/``allocated`` where both are known.
+
+    ``name`` is the guest target (``vda``); ``GuestTuning.apply_to_guest``
+    matches it against each disk config's ``target_dev``.
     """
 
     name: str
