@@ -44,6 +44,13 @@ class PluginNotFound(NovaDiskTuningException):
     )
 
 
+class PluginLoadError(NovaDiskTuningException):
+    msg_fmt = (
+        "The %(kind)s %(name)r (%(entry_point)s) is installed but cannot be "
+        "loaded: %(reason)s. Reinstall or fix the package that provides it."
+    )
+
+
 # Storage -------------------------------------------------------------------
 
 

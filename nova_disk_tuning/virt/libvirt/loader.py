@@ -1,0 +1,80 @@
+"""Load image backends, volume drivers and compute drivers by entry point.
+
+A third-party package adds a backend or a volume driver by declaring an
+entry point in one of these groups; nothing here lists them by hand.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from oslo_config import cfg
+from oslo_log import log as logging
+from stevedore import driver
+
+from nova_disk_tuning import exception
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_BACKENDS = "nova_disk_tuning.image_backends"
+VOLUME_DRIVERS = "nova_disk_tuning.volume_drivers"
+COMPUTE_DRIVERS = "nova_disk_tuning.compute_drivers"
+
+
+def installed(group: str) -> list[str]:
+    """Names registered in an entry-point group, sorted.
+
+    Read from the distributions' metadata without importing the plugins, so
+    one broken plugin cannot hide the others from an error message.
+    """
+    return sorted({entry.name for entry in metadata.entry_points(group=group)})
+
+
+def load(group: str, name: str, kind: str, option: str) -> type:
+    """Return the class registered as ``name`` in ``group``.
+
+    ``kind`` and ``option`` only make the error useful: what was looked for
+    and which setting chose it.
+    """
+    if name not in installed(group):
+        raise exception.PluginNotFound(
+            kind=kind,
+            name=name,
+            group=group,
+            available=", ".join(installed(group)) or "none",
+            option=option,
+        )
+
+    def broken(_manager: object, entry_point: object, error: Exception) -> None:
+        raise exception.PluginLoadError(kind=kind, name=name, entry_point=entry_point, reason=error)
+
+    manager = driver.DriverManager(
+        group, name, invoke_on_load=False, on_load_failure_callback=broken
+    )
+    LOG.debug("Loaded %s %r from %s", kind, name, manager.driver)
+    return manager.driver
+
+
+def image_backend_name(conf: cfg.ConfigOpts) -> str:
+    """``[libvirt] images_type``, with ``default`` resolved as Nova does."""
+    name = conf.libvirt.images_type
+    if name == "default":
+        name = "qcow2" if conf.use_cow_images else "flat"
+    return name
+
+
+def image_backend(conf: cfg.ConfigOpts) -> type:
+    return load(IMAGE_BACKENDS, image_backend_name(conf), "image backend", "[libvirt] images_type")
+
+
+def volume_driver(driver_volume_type: str) -> type:
+    return load(
+        VOLUME_DRIVERS,
+        driver_volume_type,
+        "volume driver",
+        "the volume's connection_info['driver_volume_type']",
+    )
+
+
+def compute_driver(name: str = "libvirt") -> type:
+    return load(COMPUTE_DRIVERS, name, "compute driver", "the agent's compute driver")
