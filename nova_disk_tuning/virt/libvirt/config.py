@@ -134,6 +134,14 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 reason=f"target used by more than one disk of domain {self.name!r}; "
                 "give each disk its own target_dev",
             )
+        aliases = Counter(getattr(d, "alias", None) for d in self.devices)
+        aliases.pop(None, None)
+        duplicated = sorted(a for a, n in aliases.items() if n > 1)
+        if duplicated:
+            raise base.invalid(
+                "alias", "domain/devices/disk/alias", duplicated[0],
+                "names unique within the domain",
+            )  # fmt: skip
         if self.os_boot_dev and any(getattr(d, "boot_order", None) for d in self.devices):
             raise base.invalid(
                 "os_boot_dev", "domain/os/boot", self.os_boot_dev,

@@ -253,8 +253,16 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 f"source_protocol/source_name/source_hosts/source_ports are for network "
                 f"disks; this disk has source_type {self.source_type!r}"
             )
-        if self.source_device == "lun" and self.source_type == "file":
-            raise self._bad("device 'lun' needs source_type 'block' or 'network'")
+        if self.source_device == "lun" and (
+            self.source_type == "file" or (self.source_type == "block" and self.source_path is None)
+        ):
+            raise self._bad(
+                "device 'lun' needs source_type 'block' with a source_path, or 'network'"
+            )
+        if self.source_device == "lun" and self.driver_format not in (None, "raw"):
+            raise self._bad(
+                f"device 'lun' must use driver_format 'raw', not {self.driver_format!r}"
+            )
         if self.driver_detect_zeroes == "unmap" and self.driver_discard != "unmap":
             raise base.invalid(
                 "driver_detect_zeroes",

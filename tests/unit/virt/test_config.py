@@ -675,7 +675,17 @@ BAD_COMBINATIONS = [
     ),
     ({"auth_username": "u"}, exception.InvalidDiskConfig, "auth_secret_type"),
     ({"source_protocol": "rbd"}, exception.InvalidDiskConfig, "network disks"),
-    ({"source_device": "lun"}, exception.InvalidDiskConfig, "'block' or 'network'"),
+    ({"source_device": "lun"}, exception.InvalidDiskConfig, "'block' with a source_path"),
+    (
+        {"source_device": "lun", "source_type": "block", "driver_format": "qcow2"},
+        exception.InvalidDiskConfig,
+        "must use driver_format 'raw'",
+    ),
+    (
+        {"source_device": "lun", "source_type": "block", "source_path": None},
+        exception.InvalidDiskConfig,
+        "'block' with a source_path",
+    ),
     (
         {"target_bus": "virtio", "device_addr": config.LibvirtConfigGuestDeviceAddressDrive()},
         exception.InvalidDiskConfig,
@@ -731,6 +741,10 @@ BAD_GUESTS = [
     ({"devices": [config.LibvirtConfigGuestController()]}, "type of <controller>"),
     ({"os_boot_dev": ["hd"], "devices": [_disk(boot_order=1)]}, "boot_order"),
     ({"devices": [_disk(), _disk(source_path="/e")]}, "vda: target used by more than one"),
+    (
+        {"devices": [_disk(alias="ua-a"), _disk(target_dev="vdb", alias="ua-a")]},
+        "'ua-a' for alias .* unique within the domain",
+    ),
 ]
 
 

@@ -144,11 +144,12 @@ def disks(
             disk.auth_username = draw(st.from_regex(r"[a-z][a-z0-9_-]{0,10}", fullmatch=True))
             disk.auth_secret_type = "ceph" if protocol == "rbd" else "iscsi"
             disk.auth_secret_uuid = str(draw(st.uuids()))
-    elif device == "disk" or draw(st.booleans()):
+    elif device in ("disk", "lun") or draw(st.booleans()):
         disk.source_path = draw(abs_path)
 
     disk.driver_name = draw(_maybe(st.just("qemu")))
-    disk.driver_format = draw(_maybe(st.sampled_from(("raw", "qcow2"))))
+    formats = ("raw",) if device == "lun" else ("raw", "qcow2")
+    disk.driver_format = draw(_maybe(st.sampled_from(formats)))
     disk.driver_cache = draw(_maybe(st.sampled_from(config.DISK_CACHE_MODES)))
     disk.driver_io = draw(_maybe(st.sampled_from(config.DISK_IO_MODES)))
     disk.driver_error_policy = draw(_maybe(st.sampled_from(config.DISK_ERROR_POLICIES)))
@@ -183,7 +184,7 @@ def disks(
     disk.readonly = device == "cdrom" or draw(st.booleans())
     disk.shareable = draw(st.booleans())
     disk.serial = draw(_maybe(serial_text))
-    disk.alias = draw(_maybe(alias_name))
+    disk.alias = draw(_maybe(alias_name.map(lambda a: f"{a}-{index}")))
     return disk
 
 
