@@ -109,6 +109,13 @@ class VolumeDriverError(NovaDiskTuningException):
     msg_fmt = "Volume driver %(driver)s cannot attach the volume: %(reason)s"
 
 
+class InvalidConnectionInfo(VolumeDriverError):
+    msg_fmt = (
+        "Volume driver %(driver)s cannot attach volume %(volume)s: its connection_info "
+        "is invalid: %(reason)s"
+    )
+
+
 class HypervisorError(NovaDiskTuningException):
     msg_fmt = "libvirt at %(uri)s: %(reason)s"
 

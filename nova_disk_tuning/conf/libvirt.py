@@ -135,6 +135,37 @@ to their facts alone, as local disks do.
 """,
     ),
     cfg.StrOpt(
+        "nfs_mount_point_base",
+        default="$state_path/mnt",
+        help="""
+Directory where NFS volumes are mounted on the compute host.
+
+A share ``data.export`` is mounted at ``<this>/<md5 of the export>``
+(Nova's layout) and the volume is the file ``data.name`` in it. Used only
+when the volume's connection_info has no ``data.device_path``.
+
+Related options:
+
+* ``[DEFAULT] state_path``
+""",
+    ),
+    cfg.StrOpt(
+        "quobyte_mount_point_base",
+        default="$state_path/mnt",
+        help="""
+Directory where Quobyte volumes are mounted on the compute host.
+
+A volume ``data.export`` (``quobyte://`` prefix removed) is mounted at
+``<this>/<md5 of the export>`` (Nova's layout) and the volume is the file
+``data.name`` in it. Used only when the volume's connection_info has no
+``data.device_path``.
+
+Related options:
+
+* ``[DEFAULT] state_path``
+""",
+    ),
+    cfg.StrOpt(
         "images_volume_group",
         help="""
 LVM volume group for instance disks when ``images_type = lvm``.
