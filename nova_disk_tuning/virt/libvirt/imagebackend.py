@@ -1,0 +1,301 @@
+"""Image backends: instance disks made from cached base images.
+
+One class per ``[libvirt] images_type``, loaded by entry point
+(``nova_disk_tuning.image_backends``: ``flat`` and its alias ``raw``,
+``qcow2``, ``lvm``, ``rbd``). The compute driver builds one per host::
+
+    backend = loader.image_backend(conf)(conf, qemu_img=None, probe=None,
+                                         zeroer=None, execute=None)
+
+Every dependency is injectable and made when None: ``qemu_img``
+(:class:`QemuImg`), ``probe`` (:class:`StorageProbe`), ``zeroer``
+(:class:`Zeroer`) and ``execute``, the runner of external commands
+(``processutils.execute`` signature). ``Lvm`` also takes ``dev_dir`` and
+``Rbd`` takes ``hosts`` (monitors, ``host[:port]``).
+
+Methods (all backends):
+
+``create_root(instance_dir, target_dev, base, size=None, bus="virtio") -> GuestDisk``
+    The root disk from ``base`` (an ``images.cache.CachedImage``). ``size``
+    is the flavor's root disk in bytes; None or 0 means the image's virtual
+    size; smaller than the image is refused (ImageUnacceptable).
+``create_blank(instance_dir, target_dev, size, kind="ephemeral", bus="virtio",
+index=0, fs_format=None) -> GuestDisk``
+    An ephemeral (``disk.eph<index>``) or swap (``disk.swap``) disk. Raw
+    disks (flat files, logical volumes) are formatted where it is cheap:
+    swap always (mkswap), ephemeral with ``fs_format`` (ext2/3/4, xfs, vfat).
+    qcow2 and rbd disks stay unformatted (the guest formats them).
+``destroy(disks) -> list[str]``
+    Remove what a backend created, given GuestDisks, disk configs or paths
+    (rbd: ``pool/name``); what is already gone is skipped. Never the cached
+    base image. Returns what was removed.
+
+Each create measures the disk *after* preallocation and returns
+:class:`GuestDisk` whose config holds only source, target and format and
+whose :class:`DiskFacts` say what was achieved: ``preallocated`` is True
+only when fallocate really covered the disk. Anything a failed create made
+is removed before the error propagates.
+
+Names follow Nova: files ``<instance_dir>/disk``, ``disk.eph0``,
+``disk.swap``; logical volumes and RBD images ``<instance uuid>_disk`` and
+so on, the uuid being the basename of ``instance_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.images.cache import CachedImage
+from nova_disk_tuning.storage.preallocate import preallocate
+from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.facts import DiskFacts
+from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+from nova_disk_tuning.virt.libvirt.imagebackend_base import (
+    DiskRef,
+    ImageBackend,
+    disk_name,
+    remove_file,
+    root_size,
+)
+from nova_disk_tuning.virt.libvirt.imagebackend_lvm import Lvm
+from nova_disk_tuning.virt.libvirt.imagebackend_rbd import Rbd
+
+__all__ = ["Flat", "ImageBackend", "Lvm", "Qcow2", "Rbd", "disk_name"]
+
+LOG = logging.getLogger(__name__)
+
+
+class _FileBackend(ImageBackend):
+    """Disks as files in the instance directory."""
+
+    def destroy(self, disks: Iterable[DiskRef]) -> list[str]:
+        removed = []
+        base_dir = os.path.realpath(
+            os.path.join(self.conf.instances_path, self.conf.image_cache.subdirectory_name)
+        )
+        for path in _paths(disks):
+            if os.path.realpath(path).startswith(base_dir + os.sep):
+                # A caller handing over the base would break every instance using it.
+                LOG.error("Not removing %s: it is in the image cache %s", path, base_dir)
+                continue
+            if remove_file(path):
+                LOG.info("Removed instance disk %s", path)
+                removed.append(path)
+            else:
+                LOG.debug("Instance disk %s was already gone", path)
+        return removed
+
+    @contextlib.contextmanager
+    def _creating(self, instance_dir: str, name: str) -> Iterator[str]:
+        """Yield the new disk's path; remove the disk (and a directory made here) on failure."""
+        made_dir = not os.path.isdir(instance_dir)
+        os.makedirs(instance_dir, exist_ok=True)
+        path = os.path.join(instance_dir, name)
+        if os.path.lexists(path):
+            raise exception.StorageError(
+                operation="create disk",
+                path=path,
+                reason="it already exists; destroy the instance's disks first",
+            )
+        try:
+            yield path
+        except BaseException:
+            if remove_file(path):
+                LOG.info("Removed the incomplete disk %s", path)
+            if made_dir:
+                with contextlib.suppress(OSError):
+                    os.rmdir(instance_dir)
+            raise
+
+    def _preallocate(self, path: str, size: int, keep_size: bool, notes: list[str]) -> bool:
+        """fallocate per preallocate_images; True only if the whole size got allocated."""
+        mode = self.conf.preallocate_images
+        if mode == "none":
+            notes.append("preallocate_images=none: left sparse")
+            return False
+        result = preallocate(path, size, keep_size=keep_size, probe=self.probe)
+        notes.append(f"preallocate_images={mode}: {result.method} ({result.reason})")
+        return result.allocated
+
+    def _guest_disk(
+        self,
+        target_dev: str,
+        path: str,
+        fmt: str,
+        bus: str,
+        preallocated: bool,
+        notes: list[str],
+        backing: str | None = None,
+    ) -> GuestDisk:
+        allocation = self.probe.allocation(path)
+        size = allocation.size
+        if fmt == "qcow2":
+            # The guest-visible size; the file's length is only its metadata.
+            size = int(self.qemu_img.info(path, "qcow2").virtual_size)
+        covered = allocation.allocated >= size
+        if preallocated and not covered:
+            LOG.warning(
+                "%s was preallocated but %d of its %d bytes are allocated: reported as sparse",
+                path,
+                allocation.allocated,
+                size,
+            )
+        facts = DiskFacts(
+            name=target_dev,
+            source_type="file",
+            format=fmt,
+            path=path,
+            size=size,
+            allocated=allocation.allocated,
+            fully_allocated=covered,
+            backing_file=backing,
+            bus=bus,
+            driver=self.name,
+            direct_io=self.probe.supports_direct_io(os.path.dirname(path)),
+            preallocated=preallocated and covered,
+        )
+        config = LibvirtConfigGuestDisk(
+            source_type="file",
+            source_path=path,
+            driver_name="qemu",
+            driver_format=fmt,
+            target_dev=target_dev,
+            target_bus=bus,
+        )
+        LOG.info("Created %s disk %s for %s: %s", fmt, path, target_dev, "; ".join(notes))
+        return GuestDisk(config=config, facts=facts, created=(path,), notes=tuple(notes))
+
+
+class Flat(_FileBackend):
+    """Raw files: a sparse copy of the base, grown to the flavor size, then fallocated."""
+
+    name = "flat"
+
+    def create_root(
+        self,
+        instance_dir: str,
+        target_dev: str,
+        base: CachedImage,
+        size: int | None = None,
+        bus: str = "virtio",
+    ) -> GuestDisk:
+        size = root_size(base, size)
+        notes: list[str] = []
+        with self._creating(instance_dir, disk_name("root")) as path:
+            # qemu-img convert rather than cp: it reads qcow2 bases too, keeps
+            # holes (-S 4k), writes with -t none/-W and flushes once.
+            result = self.qemu_img.convert(
+                base.path, path, base.format, "raw", preallocation="none"
+            )
+            notes.append(f"copied {base.format} base {base.path} with {' '.join(result.command)}")
+            if size > base.virtual_size:
+                self.qemu_img.resize(path, size, "raw")
+                notes.append(f"grown from {base.virtual_size} to {size} bytes")
+            preallocated = self._preallocate(path, size, False, notes)
+            return self._guest_disk(target_dev, path, "raw", bus, preallocated, notes)
+
+    def create_blank(
+        self,
+        instance_dir: str,
+        target_dev: str,
+        size: int,
+        kind: str = "ephemeral",
+        bus: str = "virtio",
+        index: int = 0,
+        fs_format: str | None = None,
+    ) -> GuestDisk:
+        self._check_blank(target_dev, size, kind, fs_format)
+        notes: list[str] = []
+        with self._creating(instance_dir, disk_name(kind, index)) as path:
+            with open(path, "xb") as handle:
+                handle.truncate(size)
+            # Format before fallocate: mkfs may discard (punch holes in) a
+            # file, which would undo the preallocation.
+            note = self._format(path, kind, fs_format, index)
+            notes.append(note or "unformatted")
+            preallocated = self._preallocate(path, size, False, notes)
+            return self._guest_disk(target_dev, path, "raw", bus, preallocated, notes)
+
+
+class Qcow2(_FileBackend):
+    """qcow2 overlays on the cached base; ``performance`` uses extended L2 + falloc."""
+
+    name = "qcow2"
+
+    def create_root(
+        self,
+        instance_dir: str,
+        target_dev: str,
+        base: CachedImage,
+        size: int | None = None,
+        bus: str = "virtio",
+    ) -> GuestDisk:
+        size = root_size(base, size)
+        notes = [f"overlay on {base.path} ({base.format})"]
+        with self._creating(instance_dir, disk_name("root")) as path:
+            preallocated = self._make(path, size, notes, base)
+            return self._guest_disk(
+                target_dev, path, "qcow2", bus, preallocated, notes, backing=base.path
+            )
+
+    def create_blank(
+        self,
+        instance_dir: str,
+        target_dev: str,
+        size: int,
+        kind: str = "ephemeral",
+        bus: str = "virtio",
+        index: int = 0,
+        fs_format: str | None = None,
+    ) -> GuestDisk:
+        self._check_blank(target_dev, size, kind, fs_format)
+        if fs_format is not None:
+            LOG.info(
+                "%s disk %s: qcow2 is not formatted on the host; the guest formats it",
+                kind,
+                target_dev,
+            )
+        notes = [f"standalone qcow2 {kind} disk, unformatted"]
+        with self._creating(instance_dir, disk_name(kind, index)) as path:
+            preallocated = self._make(path, size, notes)
+            return self._guest_disk(target_dev, path, "qcow2", bus, preallocated, notes)
+
+    def _make(
+        self, path: str, size: int, notes: list[str], base: CachedImage | None = None
+    ) -> bool:
+        """Create the qcow2 as preallocate_images says; True if it is preallocated."""
+        mode = self.conf.preallocate_images
+        backing = {"backing": base.path, "backing_format": base.format} if base else {}
+        if mode == "performance" and (base is None or self.qemu_img.supports_extended_l2()):
+            # Standalone: preallocation=falloc; overlay: extended_l2 + falloc.
+            result = self.qemu_img.create(
+                path, "qcow2", size, preallocation="performance", **backing
+            )
+            notes.append(f"preallocate_images=performance: {result.reason}")
+            return result.preallocation == "performance"
+        if mode == "performance":
+            LOG.warning(
+                "preallocate_images=performance but qemu-img %s lacks extended_l2 (QEMU >= 5.2): "
+                "falling back to space for %s",
+                ".".join(map(str, self.qemu_img.version())),
+                path,
+            )
+            notes.append("qemu-img lacks extended_l2: performance fell back to space")
+        self.qemu_img.create(path, "qcow2", size, preallocation="none", **backing)
+        # KEEP_SIZE (Nova's fallocate -n): clusters qcow2 appends at its EOF
+        # land in allocated blocks, and the file's length stays the image's.
+        return self._preallocate(path, size, True, notes)
+
+
+def _paths(disks: Iterable[DiskRef]) -> Iterator[str]:
+    for disk in disks:
+        if isinstance(disk, str):
+            yield disk
+        elif isinstance(disk, GuestDisk):
+            yield from disk.created
+        elif disk.source_path:
+            yield disk.source_path

@@ -1,0 +1,179 @@
+"""The interface every image backend implements, and what they share.
+
+See :mod:`nova_disk_tuning.virt.libvirt.imagebackend` for the backends and
+the contract of their methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import ClassVar
+
+from oslo_concurrency import processutils
+from oslo_config import cfg
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.images.cache import CachedImage
+from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.storage.zero import Zeroer
+from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+
+LOG = logging.getLogger(__name__)
+
+MiB = 1 << 20
+Execute = Callable[..., tuple[str, str]]
+DiskRef = GuestDisk | LibvirtConfigGuestDisk | str
+BLANK_KINDS = ("ephemeral", "swap")
+# mkfs command lines for ephemeral disks; the label is Nova's ("ephemeral0"),
+# which cloud-init looks for.
+MKFS = {
+    "ext2": ("mkfs.ext2", "-q", "-F", "-L"),
+    "ext3": ("mkfs.ext3", "-q", "-F", "-L"),
+    "ext4": ("mkfs.ext4", "-q", "-F", "-L"),
+    "xfs": ("mkfs.xfs", "-q", "-f", "-L"),
+    "vfat": ("mkfs.vfat", "-n"),
+}
+
+
+def disk_name(kind: str, index: int = 0) -> str:
+    """Nova's names: ``disk``, ``disk.eph<index>``, ``disk.swap``."""
+    if kind == "root":
+        return "disk"
+    if kind == "ephemeral":
+        return f"disk.eph{index}"
+    if kind == "swap":
+        return "disk.swap"
+    raise exception.InvalidDiskConfig(
+        disk=kind, reason=f"unknown disk kind {kind!r}; use root, {' or '.join(BLANK_KINDS)}"
+    )
+
+
+def root_size(base: CachedImage, size: int | None) -> int:
+    """The root disk size: the flavor's, or the image's when the flavor says 0/None."""
+    if not size:
+        return base.virtual_size
+    if size < base.virtual_size:
+        raise exception.ImageUnacceptable(
+            path=base.path,
+            reason=f"its virtual size ({base.virtual_size} bytes) is larger than the "
+            f"flavor's root disk ({size} bytes); choose a flavor with a root disk of at "
+            f"least {-(-base.virtual_size // (1 << 30))} GiB",
+        )
+    return size
+
+
+class ImageBackend:
+    """Creates and removes the disks of one instance on one kind of storage."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        qemu_img: QemuImg | None = None,
+        probe: StorageProbe | None = None,
+        zeroer: Zeroer | None = None,
+        execute: Execute | None = None,
+    ) -> None:
+        self.conf = conf
+        self.probe = probe or StorageProbe()
+        self.qemu_img = qemu_img or QemuImg(conf, probe=self.probe)
+        self.zeroer = zeroer or Zeroer(self.probe)
+        # Runs external commands (mkswap, mkfs, lvcreate, rbd, shred):
+        # injectable because LVM and Ceph cannot run on every test host.
+        self._execute = execute or processutils.execute
+
+    # The interface --------------------------------------------------------------
+
+    def create_root(
+        self,
+        instance_dir: str,
+        target_dev: str,
+        base: CachedImage,
+        size: int | None = None,
+        bus: str = "virtio",
+    ) -> GuestDisk:
+        raise NotImplementedError
+
+    def create_blank(
+        self,
+        instance_dir: str,
+        target_dev: str,
+        size: int,
+        kind: str = "ephemeral",
+        bus: str = "virtio",
+        index: int = 0,
+        fs_format: str | None = None,
+    ) -> GuestDisk:
+        raise NotImplementedError
+
+    def destroy(self, disks: Iterable[DiskRef]) -> list[str]:
+        raise NotImplementedError
+
+    # Shared helpers ------------------------------------------------------------
+
+    @staticmethod
+    def _check_blank(target_dev: str, size: int, kind: str, fs_format: str | None) -> None:
+        if kind not in BLANK_KINDS:
+            raise exception.InvalidDiskConfig(
+                disk=target_dev, reason=f"blank disk kind {kind!r} is not one of {BLANK_KINDS}"
+            )
+        if size <= 0:
+            raise exception.InvalidDiskConfig(
+                disk=target_dev, reason=f"size {size} must be positive"
+            )
+        if fs_format is not None and (kind == "swap" or fs_format not in MKFS):
+            raise exception.InvalidDiskConfig(
+                disk=target_dev,
+                reason=f"fs_format {fs_format!r} is for ephemeral disks and one of "
+                f"{', '.join(MKFS)}",
+            )
+
+    def _format(self, path: str, kind: str, fs_format: str | None, index: int) -> str | None:
+        """mkswap / mkfs on a raw file or device; returns a note, None if nothing done."""
+        if kind == "swap":
+            self._run("mkswap", path, ["mkswap", path], "check that util-linux is installed")
+            return "formatted as swap (mkswap)"
+        if fs_format is None:
+            return None
+        argv = [*MKFS[fs_format], f"ephemeral{index}", path]
+        self._run("mkfs", path, argv, f"check that the {fs_format} tools are installed")
+        return f"formatted as {fs_format} ({argv[0]})"
+
+    def _run(self, operation: str, target: str, argv: Sequence[str], hint: str) -> str:
+        """Run a command; any failure is a StorageError naming it, the target and ``hint``."""
+        LOG.debug("running %s", " ".join(argv))
+        try:
+            out, _ = self._execute(*argv, env_variables=command_env())
+        except FileNotFoundError:
+            raise exception.StorageError(
+                operation=operation, path=target, reason=f"{argv[0]} is not installed; {hint}"
+            ) from None
+        except processutils.ProcessExecutionError as exc:
+            lines = (exc.stderr or exc.description or "").strip().splitlines()
+            detail = lines[-1] if lines else f"exit code {exc.exit_code}"
+            raise exception.StorageError(
+                operation=operation,
+                path=target,
+                reason=f"{' '.join(argv)} failed: {detail}; {hint}",
+            ) from None
+        return out
+
+
+def command_env() -> dict[str, str]:
+    # env_variables replaces the whole environment: keep PATH (mkswap, lvcreate
+    # live in /usr/sbin), force C messages so errors can be matched.
+    return {**os.environ, "LC_ALL": "C", "LANG": "C"}
+
+
+def remove_file(path: str) -> bool:
+    """Unlink path; False if it was already gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
