@@ -106,6 +106,12 @@ class Zeroer:
             raise exception.StorageError(
                 operation="zero", path=path, reason="it does not exist; check the path"
             ) from None
+        except OSError as exc:
+            raise exception.StorageError(
+                operation="zero",
+                path=path,
+                reason=f"cannot open it for writing: {exc.strerror} ({falloc.errname(exc.errno)})",
+            ) from exc
         try:
             return self.zero_fd(fd, offset, length, sparse, path=path)
         finally:
@@ -140,17 +146,26 @@ class Zeroer:
             return ZeroResult("none", 0, 0.0)
         key = storage_key(st)
         start = time.monotonic()
-        if block:
-            method = self._zero_block(fd, key, path, offset, length, sparse)
-        else:
-            method = self._run(
-                _FILE_STEPS[sparse],
-                key,
-                path,
-                lambda step: self._file_step(step, fd, offset, length, path),
-            )
-        if flush:
-            os.fsync(fd)
+        try:
+            if block:
+                method = self._zero_block(fd, key, path, offset, length, sparse)
+            else:
+                method = self._run(
+                    _FILE_STEPS[sparse],
+                    key,
+                    path,
+                    lambda step: self._file_step(step, fd, offset, length, path),
+                )
+            if flush:
+                os.fsync(fd)
+        except OSError as exc:
+            # Zero writes, ftruncate and fsync: ENOSPC, EIO, EROFS...
+            raise exception.StorageError(
+                operation="zero",
+                path=path,
+                reason=f"{exc.strerror} ({falloc.errname(exc.errno)}) while zeroing "
+                f"{length} bytes at offset {offset}",
+            ) from exc
         return ZeroResult(method, length, time.monotonic() - start)
 
     # The chain ------------------------------------------------------------

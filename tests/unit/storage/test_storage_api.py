@@ -57,3 +57,8 @@ def test_preallocate_arguments(tmp_path):
     with pytest.raises(exception.StorageError, match="create it first"):
         preallocate(str(tmp_path / "missing" / "d"), 4096)
     assert not (tmp_path / "d").exists()
+
+
+def test_zero_a_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(exception.StorageError, match="cannot open it for writing"):
+        Zeroer().zero(str(tmp_path))
