@@ -54,12 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "explain",
         help="Show the cache/io/discard/IOThread settings chosen for disks, and why.",
         description="Measure each --disk, decide its libvirt <driver> settings with the "
-        "configured policy, and print every setting with its reason.",
+        "configured policy, and print every setting with its reason; or, given an instance "
+        "NAME, print the settings its disks got at spawn.",
+    )
+    parser.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="An instance made by `spawn`: show the tuning it got, instead of --disk.",
     )
     parser.add_argument(
         "--disk",
         action="append",
-        required=True,
         metavar="SPEC",
         help="path=PATH[,name=vda][,format=raw|qcow2][,type=file|block][,bus=virtio|scsi|sata]"
         "[,shareable][,preallocated] (repeatable). format and type are detected when omitted.",
@@ -77,6 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def explain_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
+    if args.name is not None:
+        if args.disk:
+            raise exception.InvalidConfig(reason="give an instance NAME or --disk, not both")
+        from nova_disk_tuning.cmd import instances
+
+        return instances.explain_instance(args, conf)
+    if not args.disk:
+        raise exception.InvalidConfig(
+            reason="explain needs an instance NAME or at least one --disk SPEC"
+        )
     specs = [parse_disk_spec(text) for text in args.disk]
     extra_specs = _parse_extra_specs(args.extra_spec)
     probe = StorageProbe()

@@ -1,0 +1,292 @@
+"""Instances, flavors and images as the compute driver sees them, and where they live.
+
+Every instance has a directory ``$instances_path/<uuid>/`` holding its disks
+(as the image backend lays them out), the guest XML it was defined with
+(``libvirt.xml``), the kernel and ramdisk for direct kernel boot, the serial
+console log (``console.log``) and a record (``instance.json``): name, uuid,
+flavor, image, disks, volumes and the tuning with its reasons.
+
+The record is what lets state survive the process. libvirt's test driver
+(``test:///default``) keeps domains only in the memory of the process that
+opened it, so the compute driver defines every known instance again from its
+``libvirt.xml`` whenever its domain is missing (see
+:meth:`LibvirtDriver.ensure_defined
+<nova_disk_tuning.virt.libvirt.driver.LibvirtDriver.ensure_defined>`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import uuid as uuidlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from oslo_config import cfg
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.virt.libvirt.facts import Decision, DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.iothreads import DeviceIOThreads, IOThreadPlan
+from nova_disk_tuning.virt.libvirt.tuning import DiskTuning, GuestTuning
+
+RECORD = "instance.json"
+GUEST_XML = "libvirt.xml"
+CONSOLE_LOG = "console.log"
+RECORD_VERSION = 1
+GiB = 1 << 30
+MiB = 1 << 20
+# libvirt accepts more, but a name also ends up in file names and logs.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    """The size of an instance (Nova's flavor)."""
+
+    name: str = "custom"
+    vcpus: int = 1
+    memory_mb: int = 512
+    root_gb: int = 0  # 0: the image's virtual size
+    ephemeral_gb: int = 0
+    swap_mb: int = 0
+    extra_specs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for field in ("vcpus", "memory_mb"):
+            if getattr(self, field) < 1:
+                raise exception.InvalidConfig(
+                    reason=f"flavor {self.name!r}: {field} must be at least 1, "
+                    f"got {getattr(self, field)}"
+                )
+        for field in ("root_gb", "ephemeral_gb", "swap_mb"):
+            if getattr(self, field) < 0:
+                raise exception.InvalidConfig(
+                    reason=f"flavor {self.name!r}: {field} cannot be negative, "
+                    f"got {getattr(self, field)}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["extra_specs"] = dict(self.extra_specs)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMeta:
+    """The image an instance boots from.
+
+    ``id`` keys the base-image cache (``_base/<sha1(id)>``): two spawns with
+    the same id share one cached, converted base. ``source`` is where the
+    bytes are (a local path or ``file://`` URL). ``kernel``/``ramdisk``/
+    ``cmdline`` are Nova's ``kernel_id``/``ramdisk_id``/``os_command_line``
+    image properties, here as local paths: the guest boots them directly.
+    ``properties`` holds other image properties the driver reads
+    (``hw_disk_bus``).
+    """
+
+    id: str
+    source: str
+    disk_format: str | None = None
+    kernel: str | None = None
+    ramdisk: str | None = None
+    cmdline: str | None = None
+    properties: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ramdisk and not self.kernel:
+            raise exception.InvalidConfig(
+                reason=f"image {self.id}: a ramdisk needs a kernel (direct kernel boot)"
+            )
+        if self.cmdline and not self.kernel:
+            raise exception.InvalidConfig(
+                reason=f"image {self.id}: a kernel command line needs a kernel"
+            )
+
+    @property
+    def disk_bus(self) -> str:
+        return self.properties.get("hw_disk_bus", "virtio")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["properties"] = dict(self.properties)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    name: str
+    uuid: str = dataclasses.field(default_factory=lambda: str(uuidlib.uuid4()))
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        try:
+            canonical = str(uuidlib.UUID(self.uuid))
+        except ValueError:
+            raise exception.InvalidConfig(
+                reason=f"instance {self.name}: {self.uuid!r} is not a UUID"
+            ) from None
+        object.__setattr__(self, "uuid", canonical)
+
+
+def validate_name(name: str) -> None:
+    if not _NAME.match(name or ""):
+        raise exception.InvalidConfig(
+            reason=f"instance name {name!r}: use 1-63 characters of letters, digits and "
+            "_.+-, starting with a letter or digit"
+        )
+
+
+# The instance directory ----------------------------------------------------------
+
+
+class InstanceStore:
+    """The instance directories under ``[DEFAULT] instances_path``."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+
+    @property
+    def root(self) -> str:
+        return os.path.abspath(self.conf.instances_path)
+
+    def instance_dir(self, uuid: str) -> str:
+        return os.path.join(self.root, uuid)
+
+    def xml_path(self, uuid: str) -> str:
+        return os.path.join(self.instance_dir(uuid), GUEST_XML)
+
+    def record_path(self, uuid: str) -> str:
+        return os.path.join(self.instance_dir(uuid), RECORD)
+
+    def console_path(self, uuid: str) -> str:
+        return os.path.join(self.instance_dir(uuid), CONSOLE_LOG)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record, sorted by name."""
+        if not os.path.isdir(self.root):
+            return iter(())
+        found = []
+        for entry in sorted(os.listdir(self.root)):
+            record = self.read(entry)
+            if record is not None:
+                found.append(record)
+        return iter(sorted(found, key=lambda r: r["name"]))
+
+    def read(self, uuid: str) -> dict[str, Any] | None:
+        try:
+            with open(self.record_path(uuid)) as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("uuid") != uuid or "name" not in record:
+            return None
+        return record
+
+    def find(self, name: str) -> dict[str, Any]:
+        for record in self.records():
+            if record["name"] == name:
+                return record
+        raise exception.InstanceNotFound(name=name)
+
+    def exists(self, name: str) -> bool:
+        return any(record["name"] == name for record in self.records())
+
+    def write(self, record: dict[str, Any], xml: str) -> None:
+        """Write libvirt.xml and the record, each atomically (temp file, fsync, rename)."""
+        uuid = record["uuid"]
+        _write_atomic(self.xml_path(uuid), xml)
+        _write_atomic(self.record_path(uuid), json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def read_xml(self, uuid: str) -> str:
+        try:
+            with open(self.xml_path(uuid)) as handle:
+                return handle.read()
+        except OSError as exc:
+            raise exception.InstanceNotFound(
+                name=f"{uuid} ({self.xml_path(uuid)} unreadable: {exc.strerror})"
+            ) from None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    staged = f"{path}.{os.getpid()}.tmp"
+    with open(staged, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(staged, path)
+
+
+# Reading the tuning back from a record ---------------------------------------------
+
+
+def _decision(data: Mapping[str, Any]) -> Decision:
+    value = data.get("value")
+    if isinstance(value, dict):
+        # JSON turned the IOThread ids of per-queue mapping into strings.
+        value = {int(k): [int(q) for q in v] for k, v in value.items()}
+    return Decision(value, data.get("reason", ""))
+
+
+def _device_iothreads(data: Mapping[str, Any]) -> DeviceIOThreads:
+    return DeviceIOThreads(
+        _decision(data["iothread"]), _decision(data["iothread_queues"]), _decision(data["queues"])
+    )
+
+
+def _version(text: str) -> tuple[int, int, int] | None:
+    if text in (None, "unknown"):
+        return None
+    parts = [int(p) for p in text.split(".")] + [0, 0, 0]
+    return (parts[0], parts[1], parts[2])
+
+
+def tuning_from_dict(data: Mapping[str, Any]) -> GuestTuning:
+    """The :class:`GuestTuning` a record stored with ``GuestTuning.to_dict()``."""
+    host = data["host"]
+    caps = HostCaps(
+        libvirt_version=_version(host["libvirt_version"]) or (0, 0, 0),
+        qemu_version=_version(host["qemu_version"]),
+        kernel_io_uring=bool(host.get("kernel_io_uring")),
+        kernel_io_uring_detail=host.get("kernel_io_uring_detail", ""),
+    )
+    disks = []
+    for disk in data["disks"]:
+        disks.append(
+            DiskTuning(
+                disk=disk["disk"],
+                **{name: _decision(disk[name]) for name in DiskTuning.ATTRIBUTES},
+            )
+        )
+    plan = data["iothreads"]
+    controller = plan.get("scsi_controller")
+    iothreads = IOThreadPlan(
+        count=_decision(plan["count"]),
+        disks={name: _device_iothreads(d) for name, d in plan["disks"].items()},
+        scsi_controller=None if controller is None else _device_iothreads(controller),
+    )
+    return GuestTuning(host=caps, disks=tuple(disks), iothreads=iothreads)
+
+
+def facts_from_dicts(items: list[Mapping[str, Any]]) -> list[DiskFacts]:
+    names = {f.name for f in dataclasses.fields(DiskFacts)}
+    return [DiskFacts(**{k: v for k, v in item.items() if k in names}) for item in items]
+
+
+def image_id_for_path(path: str) -> str:
+    """The cache id of a local image file: its real path, size and mtime.
+
+    A changed file (new mtime or size) is a new image and gets a new cache
+    entry; the same file spawned twice shares one. Pass ``--image-id`` to
+    choose the id (e.g. a Glance image UUID).
+    """
+    import hashlib
+
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise exception.ImageNotFound(path=path) from None
+    digest = hashlib.sha256(f"{real}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    return f"file-{digest[:32]}"
