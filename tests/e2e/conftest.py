@@ -12,8 +12,9 @@ Function fixtures:
 
 ``libvirt_conn``  a connection to the private daemon, closed afterwards.
 ``domain_name``   a unique domain name for the test.
-``run_guest``     ``run_guest(xml, timeout=180) -> GuestRun``: start a transient
-                  domain paused, capture QEMU's argv, resume, wait for the guest to
+``run_guest``     ``run_guest(xml, console_log, timeout=180, on_start=None) -> GuestRun``:
+                  start a transient domain paused, capture QEMU's argv, call
+                  ``on_start(domain, argv)`` while paused, resume, wait for the guest to
                   power off, parse its console.
 
 The suite needs root. Anything else it needs that is missing is an error, not a skip.
@@ -110,13 +111,20 @@ def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Iterator[Callable
 
     started: list[Any] = []
 
-    def run(xml: str, console_log: Path, timeout: float = 180.0) -> GuestRun:
+    def run(
+        xml: str,
+        console_log: Path,
+        timeout: float = 180.0,
+        on_start: Callable[[Any, list[str]], None] | None = None,
+    ) -> GuestRun:
         t0 = time.monotonic()
         # Start paused: QEMU's argv can be read before the guest can finish and exit.
         dom = libvirt_conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
         started.append(dom)
         name = dom.name()
         argv = domains.qemu_cmdline(dom)
+        if on_start is not None:
+            on_start(dom, argv)
         dom.resume()
         domains.wait_for_shutoff(dom, timeout=timeout, console_log=console_log)
         elapsed = time.monotonic() - t0

@@ -5,7 +5,8 @@ libvirtd running as root ignores ``XDG_*`` and uses compiled-in paths:
 state), ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``. Only the
 libvirtd.conf path can be changed (``--config``); qemu.conf cannot. So the daemons run
 in a private mount namespace (``unshare --mount``) where each of those directories is
-a bind mount of a directory under a fresh temporary base. Nothing the daemons or their
+a bind mount of a directory under a fresh temporary base (the capabilities cache
+excepted: see ``DEFAULT_CAPS_CACHE``). Nothing the daemons or their
 QEMU processes write lands in a system-wide path, a system libvirtd (if any) is
 neither seen nor disturbed, and two test sessions can each run their own daemon.
 The test process reaches the daemon through the socket under the base directory:
@@ -21,7 +22,7 @@ Layout under the base directory (paths as the daemons see them in brackets)::
     run/    [/run/libvirt]      libvirt-sock, qemu/<domain>.pid, ...
     lib/    [/var/lib/libvirt]
     log/    [/var/log/libvirt]  libvirtd.log, virtlogd.log, qemu/<domain>.log
-    cache/  [/var/cache/libvirt]
+    (DEFAULT_CAPS_CACHE, or cache/)  [/var/cache/libvirt]  QEMU capabilities
     daemons.log                 stdout/stderr of the namespace's processes
 """
 
@@ -46,14 +47,8 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-# System directory -> name of the private directory bind-mounted over it.
-PRIVATE_MOUNTS = {
-    "/etc/libvirt": "etc",
-    "/run/libvirt": "run",
-    "/var/lib/libvirt": "lib",
-    "/var/log/libvirt": "log",
-    "/var/cache/libvirt": "cache",
-}
+# Shared by test daemons only (see PrivateLibvirtd.cache); never the system's cache.
+DEFAULT_CAPS_CACHE = Path("/var/cache/nova-disk-tuning-tests/libvirt-cache")
 
 DRIVER_DIRS = (
     "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver",
@@ -95,10 +90,8 @@ log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 # virtlogd must be up before libvirtd starts a domain, so wait for its socket.
 SUPERVISOR = r"""
 set -eu
-base="$1"
-while [ $# -gt 1 ]; do
-    shift
-    mount --bind "$base/${1#*=}" "${1%%=*}"
+for mount in "$@"; do
+    mount --bind "${mount#*=}" "${mount%%=*}"
 done
 virtlogd &
 logd=$!
@@ -206,13 +199,16 @@ def _tail(path: Path, lines: int = 40) -> str:
 class PrivateLibvirtd:
     """A running private libvirtd; use :meth:`start` / :meth:`stop` or :func:`private_libvirtd`."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, capabilities_cache: Path | None = DEFAULT_CAPS_CACHE) -> None:
         self.base = base
         self.etc = base / "etc"
         self.run = base / "run"
         self.lib = base / "lib"
         self.log = base / "log"
-        self.cache = base / "cache"
+        # QEMU capabilities probing costs several seconds per fresh daemon; libvirt
+        # validates its cache (QEMU and libvirtd binaries, kernel, KVM) and writes it by
+        # rename, so test daemons can share one. None keeps it private too.
+        self.cache = capabilities_cache or base / "cache"
         self.drivers = base / "drivers"
         self.socket = self.run / "libvirt-sock"
         self.uri = f"qemu+unix:///system?socket={self.socket}"
@@ -223,13 +219,14 @@ class PrivateLibvirtd:
     def start(self, timeout: float = 90.0) -> None:
         _require_binaries()
         ensure_qemu_identities()
-        for d in (self.etc, self.run, self.lib, self.log, self.cache, self.drivers):
+        for d in (self.etc, self.run, self.lib, self.log, self.drivers):
             d.mkdir(parents=True)
+        self.cache.mkdir(parents=True, exist_ok=True)
         (self.etc / "libvirtd.conf").write_text(LIBVIRTD_CONF)
         (self.etc / "qemu.conf").write_text(QEMU_CONF)
         (self.etc / "virtlogd.conf").write_text(VIRTLOGD_CONF)
         (self.drivers / "libvirt_driver_qemu.so").symlink_to(_qemu_driver_module())
-        for target in PRIVATE_MOUNTS:
+        for target in self._mounts():
             # Bind mounts need an existing mount point. These are the directories the
             # libvirt-daemon package itself owns; creating an empty one changes nothing
             # for anyone else, and they are never written to from outside the namespace.
@@ -242,8 +239,8 @@ class PrivateLibvirtd:
         }
         argv = [
             "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", SUPERVISOR, "ndt-libvirtd", str(self.base),
-            *(f"{target}={name}" for target, name in PRIVATE_MOUNTS.items()),
+            "sh", "-c", SUPERVISOR, "ndt-libvirtd",
+            *(f"{target}={source}" for target, source in self._mounts().items()),
         ]  # fmt: skip
         with open(self.base / "daemons.log", "wb") as out:
             # A new session makes the supervisor, virtlogd and libvirtd one process group
@@ -253,6 +250,15 @@ class PrivateLibvirtd:
                 env=env, start_new_session=True,
             )  # fmt: skip
         self._wait_ready(timeout)
+
+    def _mounts(self) -> dict[str, Path]:
+        return {
+            "/etc/libvirt": self.etc,
+            "/run/libvirt": self.run,
+            "/var/lib/libvirt": self.lib,
+            "/var/log/libvirt": self.log,
+            "/var/cache/libvirt": self.cache,
+        }
 
     def _wait_ready(self, timeout: float) -> None:
         import libvirt
@@ -274,6 +280,7 @@ class PrivateLibvirtd:
                 else:
                     try:
                         if conn.getType() == "QEMU":
+                            self._check_private_config()
                             return
                         last_error = f"driver is {conn.getType()}, not QEMU"
                     finally:
@@ -283,6 +290,15 @@ class PrivateLibvirtd:
             f"the private libvirtd was not ready within {timeout:.0f} s ({last_error})\n"
             f"{self.diagnostics()}"
         )
+
+    def _check_private_config(self) -> None:
+        # libvirtd silently falls back to built-in defaults when it finds no config, so
+        # prove ours is in effect: only our libvirtd.conf sends its log to this file.
+        if not (self.log / "libvirtd.log").exists():
+            raise LibvirtdError(
+                "the private libvirtd runs but did not write log/libvirtd.log: the private "
+                f"/etc/libvirt is not in effect\n{self.diagnostics()}"
+            )
 
     def stop(self) -> None:
         """Destroy and undefine every domain, stop the daemons, remove the base dir."""
@@ -377,13 +393,15 @@ class PrivateLibvirtd:
 
 @contextlib.contextmanager
 def private_libvirtd(
-    base_dir: str | None = None, timeout: float = 90.0
+    base_dir: str | None = None,
+    timeout: float = 90.0,
+    capabilities_cache: Path | None = DEFAULT_CAPS_CACHE,
 ) -> Iterator[PrivateLibvirtd]:
     """Start a private libvirtd for the duration of the ``with`` block (root only)."""
     if os.geteuid() != 0:
         raise LibvirtdError("a private libvirtd with the QEMU system driver needs root")
     base = Path(tempfile.mkdtemp(prefix="ndt-libvirtd-", dir=base_dir))
-    daemon = PrivateLibvirtd(base)
+    daemon = PrivateLibvirtd(base, capabilities_cache)
     try:
         daemon.start(timeout=timeout)
         yield daemon

@@ -59,6 +59,15 @@ def _qcow2(path: Path, size: int) -> None:
 def test_guest_writes_pattern_and_qemu_gets_disk_tuning(
     tmp_path, guest_kit, libvirtd, run_guest, domain_name
 ):
+    def check_private_qemu(dom, argv):
+        # QEMU's pid file is in the private run dir and QEMU runs as root: the daemon
+        # uses our qemu.conf (user = "root"), not the package's libvirt-qemu default.
+        pid = int(libvirtd.qemu_pidfile(dom.name()).read_text())
+        assert domains.qemu_cmdline(dom) == argv
+        with open(f"/proc/{pid}/status") as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == ["0", "0", "0", "0"]
+
     raw = tmp_path / "disk1.raw"
     qcow2 = tmp_path / "disk2.qcow2"
     console = tmp_path / "console.log"
@@ -79,7 +88,7 @@ def test_guest_writes_pattern_and_qemu_gets_disk_tuning(
         domain_name, guest_kit, guest.guest_cmdline(["vda", "vdb"]), console, disks, iothreads=1
     )
 
-    run = run_guest(xml, console)
+    run = run_guest(xml, console, on_start=check_private_qemu)
     print(f"boot to poweroff: {run.boot_seconds:.1f} s")
 
     # The guest ran its script to the end and verified its own writes.
