@@ -74,7 +74,7 @@ releasenotes: $(STAMP_PY)
 test: pep8 genconfig-check unit functional e2e releasenotes
 
 demo: $(STAMP_PY)
-	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf probe
+	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work
 
 bench: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --output bench-results
