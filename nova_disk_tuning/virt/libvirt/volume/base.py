@@ -147,14 +147,18 @@ class LibvirtBaseVolumeDriver:
             )
         return data
 
-    def require(self, connection_info: Mapping[str, Any], key: str) -> Any:
-        """``data[key]``, or an error naming the key and the driver."""
+    def require(
+        self,
+        connection_info: Mapping[str, Any],
+        key: str,
+        hint: str = "check the Cinder backend's initialize_connection output",
+    ) -> Any:
+        """``data[key]``, or an error naming the key, the driver and what to do."""
         value = self.data(connection_info).get(key)
         if value in (None, ""):
             raise self.invalid(
                 connection_info,
-                f"data.{key} is missing; the {self.transport} transport needs it "
-                "(check the Cinder backend's initialize_connection output)",
+                f"data.{key} is missing; the {self.transport} transport needs it ({hint})",
             )
         return value
 

@@ -36,7 +36,11 @@ class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
         data: Mapping[str, Any],
     ) -> None:
         config.source_type = "block"
-        config.source_path = self.require(connection_info, "device_path")
+        config.source_path = self.require(
+            connection_info,
+            "device_path",
+            "os-brick's connect_volume returns it: connect the volume on this host first",
+        )
         config.driver_format = data.get("format") or "raw"
 
     def _measure(
