@@ -240,7 +240,8 @@ class LibvirtConfigGuest(LibvirtConfigObject):
             elif tag == "os":
                 self._parse_os(child)
             elif tag == "features":
-                self.features = [f.tag for f in child if isinstance(f.tag, str)]
+                known = self.checks["features"].item
+                self.features = [f.tag for f in child if known.accepts(f.tag)]
             elif tag == "clock":
                 self.clock_offset = child.get("offset")
             elif tag in ("on_poweroff", "on_reboot", "on_crash"):
@@ -249,7 +250,9 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 for element in child:
                     if element.tag == "emulator":
                         self.emulator = element.text
-                    elif element.tag in DEVICE_CLASSES:
+                    elif element.tag in DEVICE_CLASSES and (
+                        DEVICE_CLASSES[element.tag].models(element)
+                    ):
                         device = DEVICE_CLASSES[element.tag]()
                         device.parse_dom(element)
                         devices.append(device)

@@ -54,6 +54,9 @@ class Check:
         # A required attribute has a default and can never be None.
         self.required = required
 
+    def accepts(self, value: Any) -> bool:
+        return value is not None and self._test(value)
+
     def __call__(self, name: str, value: Any) -> Any:
         if value is None:
             if self.required:
@@ -201,6 +204,19 @@ class LibvirtConfigObject:
             defaults.update(klass.__dict__.get("defaults", {}))
         cls._all_checks = checks
         cls._all_defaults = defaults
+
+    # XML attribute -> Python attribute that says which kind of device an
+    # element is (a disk's type, a controller's type): a guest skips device
+    # elements of kinds this class does not model, like any unknown element.
+    kind_attributes: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def models(cls, xmldoc: etree._Element) -> bool:
+        for xml_name, name in cls.kind_attributes.items():
+            value = xmldoc.get(xml_name)
+            if value is not None and not cls._all_checks[name].accepts(value):
+                return False
+        return True
 
     def __init__(self, **kwargs: Any) -> None:
         for name, check in self._all_checks.items():

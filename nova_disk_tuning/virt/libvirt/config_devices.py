@@ -146,7 +146,12 @@ def _address_check(path: str) -> base.Instance:
 
 def _parse_address(obj: Any, xmldoc: etree._Element) -> None:
     found = xmldoc.find("address")
-    obj.device_addr = None if found is None else parse_device_address(found)
+    # Address types not modelled here (usb, isa, ...) are left out like
+    # unknown elements; the ones this module renders always come back.
+    if found is None or found.get("type") not in _ADDRESS_TYPES:
+        obj.device_addr = None
+    else:
+        obj.device_addr = parse_device_address(found)
 
 
 class _PortList(base.ListOf):
@@ -215,6 +220,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         "device_addr": _address_check("disk/address"),
     }
     defaults = {"source_type": "file", "source_device": "disk"}
+    kind_attributes = {"type": "source_type", "device": "source_device"}
 
     # Validation of combinations ------------------------------------------
 
@@ -458,6 +464,7 @@ class LibvirtConfigGuestController(base.LibvirtConfigObject):
         "device_addr": _address_check("controller/address"),
     }
     defaults = {"index": 0}
+    kind_attributes = {"type": "type"}
 
     def validate(self) -> None:
         super().validate()
@@ -501,6 +508,7 @@ class LibvirtConfigGuestCharBase(base.LibvirtConfigObject):
     """A character device backed by a file (a console log) or a pty."""
 
     target_types: tuple[str, ...] = ()
+    kind_attributes = {"type": "type"}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         cls.checks = {
@@ -560,6 +568,7 @@ class LibvirtConfigMemoryBalloon(base.LibvirtConfigObject):
     root_name = "memballoon"
     checks = {"model": base.enum("memballoon", "virtio", "none", required=True)}
     defaults = {"model": "none"}
+    kind_attributes = {"model": "model"}
 
     def format_dom(self) -> etree._Element:
         element = super().format_dom()

@@ -776,3 +776,85 @@ def test_equality_is_by_value_and_type() -> None:
     addr = config.LibvirtConfigGuestDeviceAddressPCI(slot=1)
     assert addr != config.LibvirtConfigGuestDeviceAddressDrive()
     assert _disk(device_addr=addr) != _disk(device_addr=config.LibvirtConfigGuestDeviceAddressPCI())
+
+
+LIVE_XML = """
+<domain type='qemu' id='3'>
+  <name>instance-1</name>
+  <uuid>4b4c6d2e-1f6a-4f0e-9a53-1c0d7c5e2b11</uuid>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>262144</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <iothreads>1</iothreads>
+  <resource><partition>/machine</partition></resource>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <kernel>/k</kernel>
+    <cmdline>console=ttyS0</cmdline>
+  </os>
+  <features><acpi/><apic/><vmport state='off'/></features>
+  <cpu mode='custom' match='exact' check='full'><model fallback='forbid'>qemu64</model></cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native' iothread='1'/>
+      <source file='/d' index='1'/>
+      <backingStore/>
+      <target dev='vda' bus='virtio'/>
+      <alias name='virtio-disk0'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <source file='/u'/>
+      <target dev='sda' bus='usb'/>
+      <address type='usb' bus='0' port='1'/>
+    </disk>
+    <disk type='nvme' device='disk'><target dev='vdz'/></disk>
+    <controller type='usb' index='0' model='piix3-uhci'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x2'/>
+    </controller>
+    <controller type='pci' index='0' model='pci-root'/>
+    <controller type='ccid' index='0'/>
+    <serial type='file'>
+      <source path='/log'/>
+      <target type='isa-serial' port='0'><model name='isa-serial'/></target>
+      <alias name='serial0'/>
+    </serial>
+    <serial type='tcp'><source mode='bind' host='127.0.0.1' service='4555'/></serial>
+    <console type='pty' tty='/dev/pts/3'>
+      <source path='/dev/pts/3'/>
+      <target type='serial' port='0'/>
+    </console>
+    <input type='mouse' bus='ps2'/>
+    <audio id='1' type='none'/>
+    <memballoon model='virtio-transitional'/>
+  </devices>
+  <seclabel type='none' model='none'/>
+</domain>
+"""
+
+
+def test_parse_live_qemu_xml_skips_what_it_does_not_model() -> None:
+    guest = config.LibvirtConfigGuest()
+    guest.parse_str(LIVE_XML)
+    assert guest.features == ["acpi", "apic"]
+    assert guest.os_mach_type == "pc-i440fx-7.2"
+    assert guest.os_kernel == "/k" and guest.os_cmdline == "console=ttyS0"
+    kinds = [(type(d).__name__, getattr(d, "target_dev", None) or d.type) for d in guest.devices]
+    assert kinds == [
+        ("LibvirtConfigGuestDisk", "vda"),
+        ("LibvirtConfigGuestDisk", "sda"),
+        ("LibvirtConfigGuestController", "usb"),
+        ("LibvirtConfigGuestController", "pci"),
+        ("LibvirtConfigGuestSerial", "file"),
+        ("LibvirtConfigGuestConsole", "pty"),
+    ]
+    vda, sda = guest.devices[0], guest.devices[1]
+    assert (vda.driver_io, vda.driver_cache, vda.driver_iothread) == ("native", "none", 1)
+    assert vda.device_addr == config.LibvirtConfigGuestDeviceAddressPCI(slot=4)
+    assert sda.device_addr is None  # a usb address is not modelled
+    assert guest.devices[5].source_path == "/dev/pts/3"
+    # What was read renders again and reads back the same.
+    round_trip(guest)
