@@ -126,7 +126,9 @@ def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Iterator[Callable
         if on_start is not None:
             on_start(dom, argv)
         dom.resume()
-        domains.wait_for_shutoff(dom, timeout=timeout, console_log=console_log)
+        domains.wait_for_shutoff(
+            dom, timeout=timeout, console_log=console_log, qemu_log=libvirtd.qemu_log(name)
+        )
         elapsed = time.monotonic() - t0
         text = console_log.read_text(errors="replace") if console_log.exists() else ""
         return GuestRun(name, argv, text, guest.parse_console(text), elapsed)

@@ -277,11 +277,17 @@ def tail(path: Path | None, lines: int = 60) -> str:
     return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
-def wait_for_shutoff(domain: Any, timeout: float = 180.0, console_log: Path | None = None) -> None:
+def wait_for_shutoff(
+    domain: Any,
+    timeout: float = 180.0,
+    console_log: Path | None = None,
+    qemu_log: Path | None = None,
+) -> None:
     """Wait until the domain is shut off (or, if transient, gone).
 
     On timeout the domain is destroyed and an AssertionError carries the tail of the
-    serial console (taken from the domain XML unless ``console_log`` is given).
+    serial console (taken from the domain XML unless ``console_log`` is given) and, if
+    given, of the domain's QEMU log (``PrivateLibvirtd.qemu_log(name)``).
     """
     import libvirt
 
@@ -310,7 +316,7 @@ def wait_for_shutoff(domain: Any, timeout: float = 180.0, console_log: Path | No
         pass
     raise AssertionError(
         f"domain {domain.name()} did not shut off within {timeout:.0f} s (state {state})\n"
-        f"{tail(console_log)}"
+        f"{tail(console_log)}" + (f"\n{tail(qemu_log, 20)}" if qemu_log else "")
     )
 
 

@@ -276,14 +276,22 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
 
 def _kernel_package() -> str:
     """The versioned kernel package that Debian's linux-image-amd64 points at now."""
-    out = _run(["apt-cache", "depends", "linux-image-amd64"])
-    for line in out.splitlines():
-        m = re.match(r"\s*Depends:\s*(linux-image-\S+-amd64)\s*$", line)
-        if m:
-            return m.group(1)
+    for attempt in range(2):
+        try:
+            out = _run(["apt-cache", "depends", "linux-image-amd64"])
+        except GuestKitError:
+            out = ""
+        for line in out.splitlines():
+            m = re.match(r"\s*Depends:\s*(linux-image-\S+-amd64)\s*$", line)
+            if m:
+                return m.group(1)
+        if attempt == 0:
+            # A fresh machine may have no package lists yet (apt-get update not run).
+            LOG.info("apt-cache knows no linux-image-amd64; running apt-get update")
+            _run(["apt-get", "update", "-qq"])
     raise GuestKitError(
-        "apt-cache depends linux-image-amd64 names no linux-image-<abi>-amd64 package; "
-        "run 'apt-get update' first. Output:\n" + out
+        "apt-cache depends linux-image-amd64 names no linux-image-<abi>-amd64 package "
+        "even after apt-get update"
     )
 
 
@@ -476,7 +484,22 @@ def build_guest_kit(root: Path | None = None) -> GuestKit:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         LOG.info("built e2e guest kit %s in %.1f s", final, time.monotonic() - started)
+        _prune_other_kits(root, keep=final)
         return _load_kit(final)
+
+
+def _prune_other_kits(root: Path, keep: Path) -> None:
+    # Kits for kernels Debian no longer points at are never used again (the key names
+    # the current one), and a .build-* dir is what a killed build left behind: nobody
+    # else builds while we hold the lock. Drop both so the cache does not grow.
+    for entry in root.iterdir():
+        if entry == keep or not entry.is_dir():
+            continue
+        if entry.name.startswith(".build-") or (
+            not entry.name.startswith(".") and _complete(entry)
+        ):
+            LOG.info("removing stale e2e guest kit entry %s", entry)
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _assemble(work: Path, kit_dir: Path, kernel_pkg: str, key: str) -> None:
