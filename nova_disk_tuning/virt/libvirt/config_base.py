@@ -273,9 +273,12 @@ class LibvirtConfigObject:
     def to_xml(self, pretty_print: bool = True) -> str:
         return etree.tostring(self.format_dom(), encoding="unicode", pretty_print=pretty_print)
 
-    def parse_str(self, xmlstr: str) -> None:
+    def parse_str(self, xmlstr: str | bytes) -> None:
+        # As bytes, so a document with an <?xml ... encoding=...?> declaration
+        # (a saved libvirt.xml) parses too; lxml refuses that in a str.
+        data = xmlstr.encode("utf-8") if isinstance(xmlstr, str) else xmlstr
         try:
-            root = etree.fromstring(xmlstr)
+            root = etree.fromstring(data)
         except etree.XMLSyntaxError as exc:
             raise exception.InvalidConfig(
                 reason=f"cannot parse libvirt <{self.root_name}> XML: {exc}; "
@@ -300,7 +303,10 @@ def parse_int(element: etree._Element, attr: str, path: str, name: str) -> int |
     if raw is None:
         return None
     try:
-        return int(raw, 0)
+        # Not int(raw, 0): that refuses decimal numbers with leading zeros.
+        if raw.strip().lower().startswith("0x"):
+            return int(raw, 16)
+        return int(raw, 10)
     except ValueError:
         raise _invalid(name, path, raw, "an integer")
 

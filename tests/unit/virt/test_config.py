@@ -769,6 +769,19 @@ def test_parse_errors() -> None:
         config.parse_device_address(etree.fromstring("<address type='floppy'/>"))
 
 
+def test_parse_accepts_declaration_leading_zeros_and_bytes() -> None:
+    xml = (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        "<disk type='file'><driver queues='04'/><target dev='vda'/>"
+        "<address type='pci' domain='0x0000' bus='0x00' slot='0x1A' function='0x0'/></disk>"
+    )
+    for document in (xml, xml.encode()):
+        disk = config.LibvirtConfigGuestDisk()
+        disk.parse_str(document)
+        assert disk.driver_queues == 4
+        assert disk.device_addr.slot == 0x1A
+
+
 def test_equality_is_by_value_and_type() -> None:
     assert _disk() == _disk()
     assert _disk() != _disk(driver_io="native")
