@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nova_disk_tuning.virt.libvirt import config
 from tests.unit.virt import test_config_strategies as strategies
 
-_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS
