@@ -113,7 +113,7 @@ class LibvirtBaseVolumeDriver:
             config.validate()
         except (exception.InvalidConfigValue, exception.InvalidDiskConfig) as exc:
             raise self.invalid(
-                connection_info, f"{exc} Fix the volume's connection_info."
+                connection_info, f"{exc}; fix the volume's connection_info"
             ) from None
         LOG.debug("Volume %s: config %r", volume, config)
         return config
