@@ -26,10 +26,46 @@ def kernel_facts(conf: cfg.ConfigOpts) -> list[tuple[str, str]]:
     ]
 
 
+def qemu_img_facts(conf: cfg.ConfigOpts) -> list[tuple[str, str]]:
+    from nova_disk_tuning.images.qemu_img import QemuImg
+
+    qemu_img = QemuImg(conf)
+    try:
+        version = ".".join(str(part) for part in qemu_img.version())
+    except exception.NovaDiskTuningException as exc:
+        return [("qemu-img", f"unavailable: {exc}")]
+    performance = qemu_img.supports_extended_l2()
+    return [
+        ("qemu-img", version),
+        (
+            "preallocated qcow2 overlays",
+            "yes (extended_l2)" if performance else "no: performance falls back to space",
+        ),
+    ]
+
+
+def libvirt_facts(conf: cfg.ConfigOpts) -> list[tuple[str, str]]:
+    from nova_disk_tuning.virt.libvirt.facts import format_version
+    from nova_disk_tuning.virt.libvirt.host import Host
+
+    host = Host(conf, read_only=True)
+    try:
+        caps = host.caps()
+    except exception.NovaDiskTuningException as exc:
+        return [("libvirt", f"unreachable: {exc}")]
+    finally:
+        host.close()
+    return [
+        ("libvirt connection", host.uri),
+        ("libvirt", format_version(caps.libvirt_version)),
+        ("QEMU", format_version(caps.qemu_version)),
+        ("io_uring for disks", "yes" if caps.io_uring else f"no: {caps.io_uring_missing()}"),
+    ]
+
+
 # What `probe` reports about the host, one provider per layer; each returns
-# (name, value) rows. The images and libvirt layers add qemu-img, libvirt
-# and QEMU versions here.
-HOST_FACT_PROVIDERS: tuple[HostFacts, ...] = (kernel_facts,)
+# (name, value) rows.
+HOST_FACT_PROVIDERS: tuple[HostFacts, ...] = (kernel_facts, qemu_img_facts, libvirt_facts)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
