@@ -15,13 +15,19 @@ import logging
 import os
 from collections.abc import Iterable
 
+from oslo_config import cfg
+
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage
+from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.storage.zero import Zeroer
 from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.facts import DiskFacts
 from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
 from nova_disk_tuning.virt.libvirt.imagebackend_base import (
     DiskRef,
+    Execute,
     ImageBackend,
     MiB,
     disk_name,
@@ -35,8 +41,16 @@ _HINT = "check the volume group with vgs/lvs"
 class Lvm(ImageBackend):
     name = "lvm"
 
-    def __init__(self, *args: object, dev_dir: str = "/dev", **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        qemu_img: QemuImg | None = None,
+        probe: StorageProbe | None = None,
+        zeroer: Zeroer | None = None,
+        execute: Execute | None = None,
+        dev_dir: str = "/dev",
+    ) -> None:
+        super().__init__(conf, qemu_img, probe, zeroer, execute)
         # Where LVM puts /dev/<vg>/<lv> links; a test points it elsewhere.
         self.dev_dir = dev_dir
 

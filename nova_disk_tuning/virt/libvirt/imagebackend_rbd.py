@@ -18,14 +18,19 @@ import re
 from collections.abc import Iterable, Sequence
 
 from oslo_concurrency import processutils
+from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage
+from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.storage.zero import Zeroer
 from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.facts import DiskFacts
 from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
 from nova_disk_tuning.virt.libvirt.imagebackend_base import (
     DiskRef,
+    Execute,
     ImageBackend,
     MiB,
     command_env,
@@ -108,8 +113,17 @@ def read_mon_host(path: str) -> list[Monitor]:
 class Rbd(ImageBackend):
     name = "rbd"
 
-    def __init__(self, *args: object, hosts: Sequence[str] | None = None, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        qemu_img: QemuImg | None = None,
+        probe: StorageProbe | None = None,
+        zeroer: Zeroer | None = None,
+        execute: Execute | None = None,
+        hosts: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(conf, qemu_img, probe, zeroer, execute)
+        # Monitors as host[:port]; None: read mon_host from the Ceph config.
         self._hosts = list(hosts) if hosts is not None else None
 
     @property
