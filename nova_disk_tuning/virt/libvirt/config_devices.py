@@ -234,6 +234,12 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         super().validate()
         if self.target_dev is None:
             raise self._bad("target_dev is not set; every disk needs a target such as 'vda'")
+        self._validate_source()
+        self._validate_driver()
+        self._validate_iotune()
+        self._validate_address()
+
+    def _validate_source(self) -> None:
         if self.source_type == "network":
             if self.source_protocol is None or (
                 self.source_name is None and self.source_protocol != "nbd"
@@ -269,6 +275,12 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
             raise self._bad(
                 f"device 'lun' must use driver_format 'raw', not {self.driver_format!r}"
             )
+        if self.auth_username is not None and (
+            self.auth_secret_type is None or self.auth_secret_uuid is None
+        ):
+            raise self._bad("auth_username needs auth_secret_type and auth_secret_uuid")
+
+    def _validate_driver(self) -> None:
         if self.driver_detect_zeroes == "unmap" and self.driver_discard != "unmap":
             raise base.invalid(
                 "driver_detect_zeroes",
@@ -288,11 +300,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
             raise self._bad(
                 "driver_iothread and driver_iothread_queues exclude each other; set one of them"
             )
-        if self.auth_username is not None and (
-            self.auth_secret_type is None or self.auth_secret_uuid is None
-        ):
-            raise self._bad("auth_username needs auth_secret_type and auth_secret_uuid")
-        self._validate_iotune()
+
+    def _validate_address(self) -> None:
         addr = self.device_addr
         if addr is not None and self.target_bus is not None:
             wanted = "pci" if self.target_bus == "virtio" else "drive"
