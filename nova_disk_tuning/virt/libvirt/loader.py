@@ -11,6 +11,7 @@ from importlib import metadata
 from oslo_config import cfg
 from oslo_log import log as logging
 from stevedore import driver
+from stevedore import exception as stevedore_exc
 
 from nova_disk_tuning import exception
 
@@ -36,21 +37,31 @@ def load(group: str, name: str, kind: str, option: str) -> type:
     ``kind`` and ``option`` only make the error useful: what was looked for
     and which setting chose it.
     """
-    if name not in installed(group):
-        raise exception.PluginNotFound(
+
+    def not_found(hint: str = "") -> exception.PluginNotFound:
+        return exception.PluginNotFound(
             kind=kind,
             name=name,
             group=group,
             available=", ".join(installed(group)) or "none",
-            option=option,
+            option=option + hint,
         )
+
+    if name not in installed(group):
+        raise not_found()
 
     def broken(_manager: object, entry_point: object, error: Exception) -> None:
         raise exception.PluginLoadError(kind=kind, name=name, entry_point=entry_point, reason=error)
 
-    manager = driver.DriverManager(
-        group, name, invoke_on_load=False, on_load_failure_callback=broken
-    )
+    try:
+        manager = driver.DriverManager(
+            group, name, invoke_on_load=False, on_load_failure_callback=broken
+        )
+    except stevedore_exc.NoMatches:
+        # stevedore caches a group's entry points per process; a distribution
+        # installed after the first lookup is in the metadata but not in that
+        # cache until the process restarts.
+        raise not_found(" (installed after this process started? restart it)") from None
     LOG.debug("Loaded %s %r from %s", kind, name, manager.driver)
     return manager.driver
 
