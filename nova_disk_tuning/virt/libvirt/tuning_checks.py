@@ -1,0 +1,80 @@
+"""Safety rules of the tuning policy, as predicates on settings a disk already has.
+
+:mod:`~nova_disk_tuning.virt.libvirt.tuning` *chooses* settings and never
+chooses an unsafe one (except where the operator forces it); these
+predicates say what is wrong with settings somebody else chose: a
+hand-written domain, one defined by Nova, one edited with ``virsh edit``.
+``nova-disk-tuning audit`` calls them. Each returns why the combination is
+unsafe, or None when it is not; the rules are the ones ``tuning.py``
+applies when it decides, stated once more only as tests of given values.
+"""
+
+from __future__ import annotations
+
+from nova_disk_tuning.virt.libvirt.facts import DiskFacts
+from nova_disk_tuning.virt.libvirt.tuning import DIRECT_CACHES
+
+# QEMU's default when <driver> has no cache attribute.
+QEMU_DEFAULT_CACHE = "writeback"
+
+
+def effective_cache(cache: str | None) -> str:
+    """The cache mode QEMU uses: an unset or ``default`` cache is writeback."""
+    return QEMU_DEFAULT_CACHE if cache in (None, "default") else cache
+
+
+def native_without_direct_cache(io: str | None, cache: str | None) -> str | None:
+    """``io='native'`` needs ``cache.direct=on``; QEMU >= 2.6 refuses to start otherwise."""
+    if io != "native" or effective_cache(cache) in DIRECT_CACHES:
+        return None
+    return (
+        f"io=native with cache {effective_cache(cache)}: native AIO needs an O_DIRECT cache "
+        f"({' or '.join(sorted(DIRECT_CACHES))}); QEMU refuses to start the guest "
+        "(aio=native was specified, but it requires cache.direct=on)"
+    )
+
+
+def direct_cache_without_o_direct(cache: str | None, facts: DiskFacts) -> str | None:
+    """An O_DIRECT cache where O_DIRECT was measured not to work: QEMU cannot open the disk."""
+    if effective_cache(cache) not in DIRECT_CACHES or facts.direct_io is not False:
+        return None
+    return (
+        f"cache {cache} opens {facts.path} with O_DIRECT, which does not work there: "
+        "QEMU fails to open the disk"
+    )
+
+
+def native_on_sparse_file(io: str | None, facts: DiskFacts) -> str | None:
+    """Native AIO on a file that allocates on write can block QEMU's thread."""
+    if io != "native" or facts.source_type != "file" or facts.allocation_covers_size is not False:
+        return None
+    return (
+        f"io=native on {facts.path}, which is not fully allocated{_amounts(facts)}: "
+        "writes that allocate block QEMU's thread on file system metadata updates"
+    )
+
+
+def trim_unpreallocates(
+    discard: str | None, discard_no_unref: str | None, facts: DiskFacts
+) -> str | None:
+    """``discard='unmap'`` on a preallocated file lets guest TRIM make it sparse again.
+
+    qcow2 with ``discard_no_unref='on'`` keeps the clusters allocated.
+    """
+    if discard != "unmap" or facts.source_type != "file":
+        return None
+    if not (facts.preallocated or facts.allocation_covers_size):
+        return None
+    if facts.format == "qcow2" and discard_no_unref == "on":
+        return None
+    return (
+        f"discard=unmap on preallocated {facts.path} without discard_no_unref: guest TRIM "
+        "punches holes, making it sparse again (and native AIO unsafe)"
+    )
+
+
+def _amounts(facts: DiskFacts) -> str:
+    if facts.size is None or facts.allocated is None:
+        return ""
+    mib = 1 << 20
+    return f" ({facts.allocated / mib:.1f} of {facts.size / mib:.1f} MiB allocated)"
