@@ -93,7 +93,10 @@ set -eu
 for mount in "$@"; do
     mount --bind "${mount#*=}" "${mount%%=*}"
 done
-virtlogd &
+# Both daemons default to pid files directly in /run (/run/virtlogd.pid,
+# /run/libvirtd.pid), outside the private mounts: a second test daemon would find
+# the first one's locked. Keep them in the private run dir.
+virtlogd --pid-file /run/libvirt/virtlogd.pid &
 logd=$!
 n=0
 while [ ! -S /run/libvirt/virtlogd-sock ]; do
@@ -104,7 +107,10 @@ done
 # libvirtd in the foreground: when it dies the supervisor exits too, so a failed
 # start shows up as an exited process rather than a socket that never appears.
 status=0
-libvirtd || status=$?
+# --timeout: should the test process die without stopping us (SIGKILL), its
+# connections close and libvirtd exits once idle with no domain running, taking
+# virtlogd with it, instead of lingering. A live test session holds a connection.
+libvirtd --timeout 60 --pid-file /run/libvirt/libvirtd.pid || status=$?
 kill "$logd" 2>/dev/null || true
 exit "$status"
 """
@@ -213,6 +219,8 @@ class PrivateLibvirtd:
         self.socket = self.run / "libvirt-sock"
         self.uri = f"qemu+unix:///system?socket={self.socket}"
         self._proc: subprocess.Popen[bytes] | None = None
+        # Held for the daemon's lifetime: keeps libvirtd's idle timeout from firing.
+        self._keeper: libvirt.virConnect | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -278,13 +286,12 @@ class PrivateLibvirtd:
                 except libvirt.libvirtError as exc:
                     last_error = str(exc)
                 else:
-                    try:
-                        if conn.getType() == "QEMU":
-                            self._check_private_config()
-                            return
-                        last_error = f"driver is {conn.getType()}, not QEMU"
-                    finally:
-                        conn.close()
+                    if conn.getType() == "QEMU":
+                        self._keeper = conn
+                        self._check_private_config()
+                        return
+                    last_error = f"driver is {conn.getType()}, not QEMU"
+                    conn.close()
             time.sleep(0.2)
         raise LibvirtdError(
             f"the private libvirtd was not ready within {timeout:.0f} s ({last_error})\n"
@@ -308,6 +315,10 @@ class PrivateLibvirtd:
                 self._remove_domains()
             except Exception as exc:  # teardown must go on to stop the daemons
                 problems.append(f"removing domains: {exc}")
+        if self._keeper is not None:
+            with contextlib.suppress(Exception):
+                self._keeper.close()
+            self._keeper = None
         self._kill_leftover_qemu()
         if self._proc is not None:
             self._stop_group()
