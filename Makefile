@@ -14,7 +14,7 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps venv test pep8 unit functional e2e genconfig genconfig-check demo bench bench-quick releasenotes clean
+.PHONY: all deps venv test pep8 unit functional e2e genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
 
 all: test
 
@@ -67,6 +67,10 @@ genconfig: $(STAMP_PY)
 
 genconfig-check: $(STAMP_PY)
 	$(PYTEST) tests/unit/test_sample_config.py -q
+
+# The decision table of the tuning policy, generated from tuning.py itself.
+docs-rules: $(STAMP_PY)
+	$(BIN)/python -m nova_disk_tuning.virt.libvirt.rules > doc/source/tuning-rules.rst
 
 releasenotes: $(STAMP_PY)
 	$(BIN)/reno lint
