@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "nova_disk_tuning.cmd.storage",
     "nova_disk_tuning.cmd.images",
     "nova_disk_tuning.cmd.explain",
+    "nova_disk_tuning.cmd.audit",
     "nova_disk_tuning.cmd.instances",
     "nova_disk_tuning.cmd.demo",
 )
