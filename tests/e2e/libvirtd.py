@@ -6,9 +6,13 @@ state), ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``. O
 libvirtd.conf path can be changed (``--config``); qemu.conf cannot. So the daemons run
 in a private mount namespace (``unshare --mount``) where each of those directories is
 a bind mount of a directory under a fresh temporary base (the capabilities cache
-excepted: see ``DEFAULT_CAPS_CACHE``). Nothing the daemons or their
-QEMU processes write lands in a system-wide path, a system libvirtd (if any) is
+excepted: see ``DEFAULT_CAPS_CACHE``). Their pid files, which default to ``/run``
+itself, are moved into the private run directory. Nothing the daemons or their QEMU
+processes write lands in a system-wide path (missing mount points are created empty,
+where the libvirt-daemon package would have them), a system libvirtd (if any) is
 neither seen nor disturbed, and two test sessions can each run their own daemon.
+libvirtd runs with ``--timeout 60`` while the fixture holds a connection, so a daemon
+orphaned by a killed test process exits by itself once idle.
 The test process reaches the daemon through the socket under the base directory:
 ``qemu+unix:///system?socket=<base>/run/libvirt-sock``.
 
@@ -19,7 +23,7 @@ cannot start dnsmasq or touch the firewall.
 Layout under the base directory (paths as the daemons see them in brackets)::
 
     etc/    [/etc/libvirt]      libvirtd.conf, qemu.conf, virtlogd.conf
-    run/    [/run/libvirt]      libvirt-sock, qemu/<domain>.pid, ...
+    run/    [/run/libvirt]      libvirt-sock, libvirtd.pid, virtlogd.pid, qemu/<domain>.pid
     lib/    [/var/lib/libvirt]
     log/    [/var/log/libvirt]  libvirtd.log, virtlogd.log, qemu/<domain>.log
     (DEFAULT_CAPS_CACHE, or cache/)  [/var/cache/libvirt]  QEMU capabilities
