@@ -17,6 +17,7 @@ from nova_disk_tuning import exception
 COMMAND_MODULES = (
     "nova_disk_tuning.cmd.storage",
     "nova_disk_tuning.cmd.images",
+    "nova_disk_tuning.cmd.bench",
     "nova_disk_tuning.cmd.explain",
     "nova_disk_tuning.cmd.audit",
     "nova_disk_tuning.cmd.instances",
