@@ -228,8 +228,9 @@ class QemuImg:
         created = not os.path.exists(path)
         try:
             self._run("create", path, argv)
-            if done == "space":
-                self._preallocate(path, fmt, size, backing, backing_format)
+            if done == "space" and not self._preallocate(path, fmt, size, backing, backing_format):
+                done = "none"
+                reason = f"{reason}; the file system cannot fallocate, so it stays sparse"
         except BaseException:
             if created:
                 _remove(path)
@@ -266,7 +267,8 @@ class QemuImg:
 
     def _preallocate(
         self, path: str, fmt: str, size: int | None, backing: str | None, backing_fmt: str | None
-    ) -> None:
+    ) -> bool:
+        """fallocate the image; True when the space really got allocated."""
         from nova_disk_tuning.storage.preallocate import preallocate
 
         if size is None:
@@ -274,6 +276,7 @@ class QemuImg:
         # qcow2 keeps its apparent size (KEEP_SIZE): its length is metadata.
         result = preallocate(path, size, keep_size=fmt != "raw", probe=self.probe)
         LOG.info("preallocated %s: %s (%s)", path, result.method, result.reason)
+        return result.allocated
 
     def resize(self, path: str, size: int, format: str) -> list[str]:
         """Grow an image; ``-f`` always, so qemu-img never probes the format."""
@@ -356,12 +359,17 @@ class QemuImg:
         # Never qemu-img's default (unsafe: no flush). none and writeback both
         # fdatasync once at the end; writethrough syncs every write (10.6 s vs
         # 1.8 s for none on 3 GiB here).
-        directory = os.path.dirname(os.path.abspath(dst))
-        if self.probe.supports_direct_io(directory):
-            reasons.append(f"-t none: O_DIRECT works in {directory}")
+        # A block device (an LV) is probed itself: its directory is /dev, a
+        # tmpfs that says nothing about the device.
+        if os.path.exists(dst) and self.probe.is_block_device(dst):
+            where = dst
+        else:
+            where = os.path.dirname(os.path.abspath(dst))
+        if self.probe.supports_direct_io(where):
+            reasons.append(f"-t none: O_DIRECT works at {where}")
             return "none"
-        reasons.append(f"-t writeback: no O_DIRECT in {directory}")
-        LOG.info("no O_DIRECT in %s: converting with target cache writeback", directory)
+        reasons.append(f"-t writeback: no O_DIRECT at {where}")
+        LOG.info("no O_DIRECT at %s: converting with target cache writeback", where)
         return "writeback"
 
     def _source_cache(self, src: str, reasons: list[str]) -> str:
@@ -398,7 +406,9 @@ class QemuImg:
         prlimit: processutils.ProcessLimits | None = None,
     ) -> tuple[str, str]:
         LOG.debug("running %s", " ".join(argv))
-        kwargs: dict[str, Any] = {"env_variables": {"LC_ALL": "C", "LANG": "C"}}
+        # processutils hands env_variables to Popen as the *whole* environment:
+        # keep PATH and the rest, and only pin the locale we parse messages in.
+        kwargs: dict[str, Any] = {"env_variables": {**os.environ, "LC_ALL": "C", "LANG": "C"}}
         if prlimit is not None:
             kwargs["prlimit"] = prlimit
         try:

@@ -147,3 +147,23 @@ def test_enospc_is_clear_and_leaves_nothing(conf, small_filesystem, tmp_path):
     with pytest.raises(exception.InsufficientStorage, match=r"out\.raw"):
         QemuImg(conf).convert(src, dst, "qcow2", "raw", preallocation="none")
     assert not os.path.exists(dst)
+
+
+def test_space_on_a_file_system_without_fallocate_reports_sparse(conf, make_filesystem):
+    """ext2 cannot fallocate: the result must not claim `space`."""
+    disk = os.path.join(make_filesystem("ext2").path, "disk.qcow2")
+    result = QemuImg(conf).create(disk, "qcow2", 16 * MiB, preallocation="space")
+    assert result.requested == "space"
+    assert result.preallocation == "none"
+    assert "cannot fallocate" in result.reason
+    assert os.stat(disk).st_blocks * 512 < 16 * MiB
+
+
+def test_convert_onto_a_block_device_probes_the_device(conf, loop_device, raw_image):
+    """The target cache is decided by the device, not by /dev (a tmpfs)."""
+    size = os.path.getsize(raw_image)
+    device = loop_device(sector_size=4096, size=size).path
+    result = QemuImg(conf).convert(raw_image, device, "raw", "raw")
+    assert result.target_cache == "none"
+    assert any(device in reason for reason in result.reasons), result.reasons
+    assert compare(raw_image, "raw", device, "raw").returncode == 0

@@ -169,7 +169,7 @@ def test_create_performance_overlay_options(conf, tmp_path):
 def test_create_performance_falls_back_to_space_without_extended_l2(conf, tmp_path, monkeypatch):
     tool, rec = make(conf, help_text="cluster_size=<size>\npreallocation=<str>")
     done = []
-    monkeypatch.setattr(tool, "_preallocate", lambda *args: done.append(args))
+    monkeypatch.setattr(tool, "_preallocate", lambda *args: done.append(args) or True)
     result = tool.create(str(tmp_path / "o"), "qcow2", 1 << 30, "/b/base", "raw", "performance")
     assert result.preallocation == "space"
     assert "extended_l2" in result.reason
@@ -324,3 +324,15 @@ def test_version_cached(conf):
     assert tool.version() == (7, 2, 22)
     assert tool.version() == (7, 2, 22)
     assert len([c for c in rec.calls if c[0][1] == "--version"]) == 1
+
+
+def test_qemu_img_runs_with_the_callers_path_and_the_c_locale(conf, tmp_path, monkeypatch):
+    """processutils passes env_variables as the whole environment: PATH must survive."""
+    monkeypatch.setenv("PATH", "/opt/qemu/bin:/usr/bin")
+    image = tmp_path / "disk"
+    image.write_bytes(b"x")
+    tool, rec = make(conf)
+    tool.info(str(image), "raw")
+    env = rec.calls[-1][1]["env_variables"]
+    assert env["PATH"] == "/opt/qemu/bin:/usr/bin"
+    assert env["LC_ALL"] == "C"
