@@ -19,7 +19,10 @@ Variants (one repetition of each, interleaved, per round):
 
 The image is a qcow2 of incompressible random data (quick: 512 MiB, full:
 2 GiB), so the conversion is real work compared with the fixed cost of a
-process.
+process. That fixed cost is mostly Python imports (about 0.8 s of CPU per
+process here); the spawned processes may write bytecode caches
+(``PYTHONDONTWRITEBYTECODE`` is dropped from their environment) and one
+untimed ``--help`` run warms them, as on an installed host.
 
 Run: ``python -m nova_disk_tuning.bench.spawn WORKDIR [--quick] [--repeat N]``.
 """
@@ -85,10 +88,14 @@ def _how(argv: list[str]) -> str:
     return "nova-disk-tuning " + " ".join(argv[3:])
 
 
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _spawn(config: str, name: str, image: str, image_id: str) -> tuple[float, dict, str]:
     argv = _argv(config, name, image, image_id)
     started = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env())
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{_how(argv)} failed: {proc.stderr.strip()[-2000:]}")
@@ -104,6 +111,7 @@ def _concurrent(config: str, image: str, image_id: str, count: int) -> tuple[flo
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=_env(),
         )
         for index in range(count)
     ]
@@ -127,6 +135,12 @@ def run(
     size = 512 * MiB if quick else 2048 * MiB
     image = _make_image(workdir, size)
     experiment = f"spawn/random-{size // MiB}M-qcow2"
+    subprocess.run(
+        [sys.executable, "-m", "nova_disk_tuning.cmd.main", "--help"],
+        capture_output=True,
+        env=_env(),
+        check=True,
+    )
     times: dict[str, list[float]] = {"uncached": [], "cached": [], "concurrent": []}
     conversions: list[int] = []
     for round_ in range(repeat):
