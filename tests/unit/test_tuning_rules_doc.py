@@ -104,3 +104,11 @@ def test_header_says_how_to_regenerate():
 )
 def test_escape(text, escaped):
     assert rules._escape(text) == escaped
+
+
+def test_readme_summary_is_up_to_date():
+    readme = (ROOT / "README.rst").read_text()
+    assert rules.render_summary() in readme, (
+        "README.rst's tuning-rules summary is stale: run `make docs-rules` and commit it"
+    )
+    assert rules.with_summary(readme) == readme
