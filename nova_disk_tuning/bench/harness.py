@@ -37,6 +37,7 @@ EXPERIMENTS: dict[str, str] = {
     "storage": "nova_disk_tuning.bench.storage",
     "conversion": "nova_disk_tuning.bench.conversion",
     "layouts": "nova_disk_tuning.bench.layouts",
+    "spawn": "nova_disk_tuning.bench.spawn",
 }
 QUICK_REPEAT = 2
 FULL_REPEAT = 3
