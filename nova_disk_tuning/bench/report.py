@@ -385,9 +385,10 @@ def write_charts(rows: Sequence[Row], outdir: str) -> dict[str, str]:
         axes.set_title(f"{name}  (green: chosen, grey: baseline)", fontsize=10)
         for position, row in zip(positions, mine, strict=True):
             if row.ratio is not None and not row.is_baseline:
+                # Right of the whisker, so the label never sits on it.
                 axes.annotate(
                     f" {row.ratio:.2f}x",
-                    (row.median, position),
+                    (max(row.seconds), position),
                     va="center",
                     fontsize=7,
                 )
