@@ -79,12 +79,19 @@ class ImageCache:
     # -- where things are (read from config when used) ---------------------------
 
     @property
+    def instances_path(self) -> str:
+        # Absolute, always: entry paths become qcow2 backing file names, and
+        # qemu resolves a relative backing name against the overlay's own
+        # directory, not against the directory the spawn ran in.
+        return os.path.abspath(self.conf.instances_path)
+
+    @property
     def base_dir(self) -> str:
-        return os.path.join(self.conf.instances_path, self.conf.image_cache.subdirectory_name)
+        return os.path.join(self.instances_path, self.conf.image_cache.subdirectory_name)
 
     @property
     def lock_dir(self) -> str:
-        return os.path.join(self.conf.instances_path, "locks")
+        return os.path.join(self.instances_path, "locks")
 
     def entry_path(self, image_id: str) -> str:
         return os.path.join(self.base_dir, hashlib.sha1(image_id.encode()).hexdigest())
@@ -263,7 +270,7 @@ class ImageCache:
 
     def _referenced_bases(self) -> set[str]:
         found = set()
-        root = self.conf.instances_path
+        root = self.instances_path
         for candidate in glob.glob(os.path.join(glob.escape(root), "*", "*")):
             backing = qcow2_backing_file(candidate)
             if backing:

@@ -246,9 +246,6 @@ class LibvirtDriver:
         cached = self.image_cache.fetch(
             image.id, image.source, image.disk_format, max_virtual_size=max_size, progress=progress
         )
-        # A relative instances_path gives a relative cache path; qemu-img would
-        # resolve it against the overlay's directory as a backing file name.
-        cached = dataclasses.replace(cached, path=os.path.abspath(cached.path))
         LOG.info(
             "Instance %s: base image %s %s (%s)",
             name,

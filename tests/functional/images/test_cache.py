@@ -263,3 +263,15 @@ def test_hostile_images_rejected_and_not_cached(conf, tmp_path, name):
         cache.fetch(IMAGE_ID, source, declared, max_virtual_size=1 << 30)
     assert words in str(caught.value)
     assert cache_files(cache) == []
+
+
+def test_relative_instances_path_gives_absolute_entries(
+    make_conf, qcow2_image, tmp_path, monkeypatch
+):
+    """Entries become backing file names: a relative one would resolve against the overlay."""
+    monkeypatch.chdir(tmp_path)
+    cache = ImageCache(make_conf(DEFAULT={"instances_path": "relative/instances"}))
+    entry = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
+    assert os.path.isabs(entry.path)
+    assert entry.path.startswith(str(tmp_path / "relative" / "instances") + os.sep)
+    assert os.path.isfile(entry.path)
