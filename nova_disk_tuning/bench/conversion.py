@@ -11,8 +11,6 @@ Run: ``python -m nova_disk_tuning.bench.conversion WORKDIR [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from nova_disk_tuning import conf as ndt_conf
+from nova_disk_tuning.bench import standalone
 from nova_disk_tuning.bench.model import Result, ratio
 from nova_disk_tuning.images.qemu_img import QemuImg
 
@@ -172,20 +171,5 @@ def report(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdir")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", metavar="FILE", help="Also write the results as JSON.")
-    args = parser.parse_args(argv)
-    results = run(args.workdir, quick=args.quick, repeat=args.repeat)
-    print(report(results))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump([r.to_dict() for r in results], handle, indent=2)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main(__doc__, run, report))

@@ -29,7 +29,6 @@ Run: ``python -m nova_disk_tuning.bench.spawn WORKDIR [--quick] [--repeat N]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from nova_disk_tuning.bench import standalone
 from nova_disk_tuning.bench.model import Result
 
 LOG = logging.getLogger(__name__)
@@ -209,21 +209,5 @@ def report(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdir")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--json", metavar="FILE", help="Also write the results as JSON.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    results = run(args.workdir, quick=args.quick, repeat=args.repeat)
-    print(report(results))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump([r.to_dict() for r in results], handle, indent=2)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main(__doc__, run, report))

@@ -14,7 +14,6 @@ Run: ``python -m nova_disk_tuning.bench.storage WORKDIR [--quick] [--repeat N]``
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
@@ -22,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from nova_disk_tuning.bench import standalone
 from nova_disk_tuning.bench.model import Result, ratio
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -243,16 +243,5 @@ def format_results(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdir")
-    parser.add_argument("--quick", action="store_true", help="256 MiB zero, 1 GiB preallocation")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    print(format_results(run(args.workdir, quick=args.quick, repeat=args.repeat)))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(standalone.main(__doc__, run, format_results))
