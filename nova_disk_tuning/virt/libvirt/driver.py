@@ -45,6 +45,8 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage, ImageCache
+from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.virt.libvirt import guest_builder, loader
 from nova_disk_tuning.virt.libvirt import instance as instance_mod
 from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
@@ -114,7 +116,12 @@ class LibvirtDriver:
     ) -> None:
         self.conf = conf
         self.host = host or Host(conf)
-        self.image_cache = image_cache or ImageCache(conf)
+        # One probe and one qemu-img for the cache, the backends and the
+        # volume drivers: what a file system or qemu-img can do is probed once
+        # per driver, not once per disk.
+        self.probe = StorageProbe()
+        self.qemu_img = QemuImg(conf, probe=self.probe)
+        self.image_cache = image_cache or ImageCache(conf, qemu_img=self.qemu_img)
         self.store = InstanceStore(conf)
 
     # -- plumbing ------------------------------------------------------------------
@@ -256,7 +263,7 @@ class LibvirtDriver:
         kernel, ramdisk = self._copy_boot_files(image, instance_dir)
 
         backend_name = loader.image_backend_name(self.conf)
-        backend = loader.image_backend(self.conf)(self.conf)
+        backend = self._backend(loader.image_backend(self.conf))
         bus = image.disk_bus
         targets = _TargetNames()
         disks: list[tuple[str, GuestDisk]] = []
@@ -383,7 +390,7 @@ class LibvirtDriver:
         mount = mapping.get("mount_device")
         target = targets.take(os.path.basename(mount)) if mount else targets.next(bus)
         volume_type = info["driver_volume_type"]
-        driver = loader.volume_driver(volume_type)(self.conf)
+        driver = loader.volume_driver(volume_type)(self.conf, probe=self.probe)
         # The volume is connected to the host already (os-brick's job): a
         # failed spawn has nothing to undo for it and never deletes it.
         disk = driver.connect(info, target, bus)
@@ -459,13 +466,21 @@ class LibvirtDriver:
             name = entry.get("backend") or record.get("image_backend")
             if name not in backends:
                 # The backend that made the disk, whatever images_type says now.
-                backends[name] = loader.load(
-                    loader.IMAGE_BACKENDS, name, "image backend", f"the record of {record['name']}"
-                )(self.conf)
+                backends[name] = self._backend(
+                    loader.load(
+                        loader.IMAGE_BACKENDS,
+                        name,
+                        "image backend",
+                        f"the record of {record['name']}",
+                    )
+                )
             backends[name].destroy([_disk_from_entry(entry)])
             LOG.info(
                 "Instance %s: removed %s disk %s", record["name"], entry["kind"], entry["path"]
             )
+
+    def _backend(self, cls: type) -> Any:
+        return cls(self.conf, qemu_img=self.qemu_img, probe=self.probe)
 
     def _undefine(self, domain: Any) -> None:
         import libvirt

@@ -244,3 +244,18 @@ def test_block_device_info_from_files(tmp_path):
         block_device_info_from_files([str(tmp_path / "bad.json")])
     with pytest.raises(exception.InvalidConfig, match="cannot read"):
         block_device_info_from_files([str(tmp_path / "none.json")])
+
+
+def test_cache_backends_and_volume_drivers_share_one_probe(conf, tmp_path):
+    """Capabilities are probed once per driver, not once per disk or per helper object."""
+    from nova_disk_tuning.virt.libvirt import loader
+    from nova_disk_tuning.virt.libvirt.driver import LibvirtDriver
+
+    driver = LibvirtDriver(conf)
+    assert driver.image_cache.qemu_img is driver.qemu_img
+    assert driver.qemu_img.probe is driver.probe
+    for name in ("flat", "qcow2"):
+        backend = driver._backend(loader.load(loader.IMAGE_BACKENDS, name, "image backend", "test"))
+        assert backend.probe is driver.probe
+        assert backend.qemu_img is driver.qemu_img
+        assert backend.zeroer._probe is driver.probe
