@@ -14,37 +14,30 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps venv test pep8 unit functional e2e genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
+.PHONY: all deps system-deps venv test pep8 unit functional e2e genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
 
 all: test
 
 $(BIN)/python:
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(MAKE) --no-print-directory _apt PKGS="python3-venv"
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || tools/install-debs python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip setuptools wheel
 
-# Debian packages: bindep says what is missing; apt-get installs it as root.
+# Debian packages: bindep says what is missing; tools/install-debs installs all
+# of it in one apt-get call as root, or prints the command and stops otherwise.
+BINDEP ?= $(BIN)/bindep
+
+system-deps:
+	tools/install-debs --bindep $(BINDEP) --profile $(BINDEP_PROFILE)
+
 $(STAMP_SYS): bindep.txt | $(BIN)/python
 	@$(BIN)/python -m pip install -q bindep
-	@missing="$$($(BIN)/bindep -b $(BINDEP_PROFILE) || true)"; \
-	if [ -n "$$missing" ]; then \
-		$(MAKE) --no-print-directory _apt PKGS="$$missing"; \
-	fi
+	@$(MAKE) --no-print-directory system-deps
 	@touch $@
-
-_apt:
-	@if [ "$$(id -u)" != 0 ]; then \
-		echo "Missing Debian packages: $(PKGS)"; \
-		echo "Install them as root: apt-get install $(PKGS)  (or run make as root)"; \
-		exit 1; \
-	fi
-	@echo "Installing Debian packages: $(PKGS)"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PKGS) >/dev/null
 
 $(STAMP_PY): $(STAMP_SYS) requirements.txt test-requirements.txt setup.cfg
 	$(BIN)/python -m pip install -q -r requirements.txt -r test-requirements.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	@touch $@
 
 deps venv: $(STAMP_PY)
