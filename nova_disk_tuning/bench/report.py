@@ -354,12 +354,19 @@ def markdown(data: dict[str, Any]) -> str:
 # -- charts -------------------------------------------------------------------------
 
 
-def write_charts(rows: Sequence[Row], outdir: str) -> dict[str, str]:
+NO_CHARTS = "matplotlib is not installed, so no charts: install nova-disk-tuning[bench] for charts"
+
+
+def write_charts(rows: Sequence[Row], outdir: str) -> dict[str, str] | None:
     """One horizontal bar chart per experiment: median, min-max whiskers.
 
-    Returns {experiment: file name relative to ``outdir``}.
+    Returns {experiment: file name relative to ``outdir``}, or None without
+    matplotlib: it is the ``bench`` extra, not a compute-node dependency.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")  # no display on a compute host
     from matplotlib import pyplot
@@ -405,6 +412,8 @@ def write_all(bench: BenchRun, outdir: str) -> dict[str, Any]:
     os.makedirs(outdir, exist_ok=True)
     charts = write_charts(summarize(bench.results), outdir)
     data = to_json(bench, charts)
+    if charts is None:
+        data["notes"].append(NO_CHARTS)
     write_json(data, os.path.join(outdir, "results.json"))
     with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(markdown(data))

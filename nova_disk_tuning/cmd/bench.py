@@ -80,9 +80,12 @@ def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     data = report.write_all(bench, args.output)
     if args.json:
         common.print_json(data)
+        if report.NO_CHARTS in data["notes"]:
+            print(f"note: {report.NO_CHARTS}", file=sys.stderr)
     else:
         _print_tables(data)
-        print(f"Report: {os.path.join(args.output, 'report.md')}, results.json and charts there.")
+        charts = "" if report.NO_CHARTS in data["notes"] else " and charts"
+        print(f"Report: {os.path.join(args.output, 'report.md')}, results.json{charts} there.")
     return 1 if bench.failed else 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import sys
 
 import pytest
 
@@ -165,3 +167,24 @@ def test_json_and_markdown_say_the_same(tmp_path):
 def test_chart_names_are_file_names():
     assert report.chart_name("layouts/first-write") == "layouts_first-write.png"
     assert "/" not in report.chart_name("a/b c/d")
+
+
+def test_without_matplotlib_table_and_json_still_written(tmp_path, monkeypatch):
+    # None in sys.modules makes `import matplotlib` raise ImportError.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    bench = _bench_run(
+        [_result("default", [2.0, 2.2]), _result("tuned", [1.0], baseline="default")]
+    )
+    data = report.write_all(bench, str(tmp_path))
+    assert report.NO_CHARTS in data["notes"]
+    assert "nova-disk-tuning[bench]" in report.NO_CHARTS
+    assert json.loads((tmp_path / "results.json").read_text())["experiments"][0]["chart"] is None
+    assert "| default |" in (tmp_path / "report.md").read_text()
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_runtime_requirements_leave_matplotlib_to_the_bench_extra():
+    requires = importlib.metadata.requires("nova-disk-tuning") or []
+    plotting = [r for r in requires if r.lower().startswith("matplotlib")]
+    assert plotting, "the bench extra must still name matplotlib"
+    assert all('extra == "bench"' in r for r in plotting), plotting
