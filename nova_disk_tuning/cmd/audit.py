@@ -9,16 +9,20 @@ and monitoring use them): see ``EPILOG``.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common, explain
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.virt.libvirt import audit
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts
+from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
 from nova_disk_tuning.virt.libvirt.host import Host
+
+LOG = logging.getLogger(__name__)
 
 EXIT_CLEAN = 0
 # 1 is what every nova-disk-tuning command returns on an error.
@@ -85,11 +89,33 @@ def audit_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # Listing domains and reading their XML needs no write access.
     with Host(conf, read_only=True) as host:
         if args.files:
-            report = audit.audit_files(args.files, host.caps(), conf, measure)
+            caps = _file_audit_caps(host, explicit=bool(args.connect))
+            report = audit.audit_files(args.files, caps, conf, measure)
         else:
             report = audit.audit_connection(host, conf, measure, args.domain)
     render(report, as_json=args.json)
     return EXIT_FINDINGS if report.findings else EXIT_CLEAN
+
+
+def _file_audit_caps(host: Host, explicit: bool) -> HostCaps:
+    """Versions from the connection when there is one; files need none.
+
+    Without a daemon (the default qemu:///system on a host without libvirtd)
+    the versions are unknown: version-gated features count as unavailable and
+    everything else is still audited. An explicit ``--connect`` must work.
+    """
+    try:
+        return host.caps()
+    except exception.HypervisorError as exc:
+        if explicit:
+            raise
+        print(
+            f"note: libvirt and QEMU versions unknown ({host.uri}: not reachable); "
+            "findings that depend on them are left out. Use --connect URI to give them.",
+            file=sys.stderr,
+        )
+        LOG.debug("No connection for the file audit: %s", exc)
+        return host.caps_without_connection()
 
 
 def measurer(conf: cfg.ConfigOpts) -> audit.Measure:

@@ -325,3 +325,37 @@ def test_cli_help_documents_exit_codes(capsys):
     assert "exit status" in out
     for line in ("0  no findings", "1  error", "3  at least one finding"):
         assert line in out
+
+
+def test_cli_files_without_a_daemon(disks, tmp_path, capsys):
+    """Auditing files needs no libvirtd: versions unknown, one note, findings kept."""
+    nova_conf = tmp_path / "nova-nodaemon.conf"
+    # A QEMU URI whose socket does not exist: what a host without libvirtd gives.
+    nova_conf.write_text(
+        f"[DEFAULT]\ninstances_path = {tmp_path}\n[libvirt]\n"
+        f"connection_uri = qemu+unix:///system?socket={tmp_path}/no-such-libvirt-sock\n"
+    )
+    bad = tmp_path / "bad.xml"
+    bad.write_text(
+        domain_xml("f1", disk_xml(disks["full"], cache="writeback", io="native"), iothreads=None)
+    )
+    rc = main.main(["--config-file", str(nova_conf), "audit", str(bad), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == audit_cmd.EXIT_FINDINGS
+    notes = [line for line in err.splitlines() if "versions unknown" in line]
+    assert len(notes) == 1, err
+    data = json.loads(out)
+    assert {f["rule"] for f in data["findings"]} == {"native-without-direct-cache", "no-iothread"}
+    # An explicit --connect that fails is still an error.
+    rc = main.main(
+        [
+            "--config-file",
+            str(nova_conf),
+            "audit",
+            str(bad),
+            "--connect",
+            "test:///nonexistent/x.xml",
+        ]
+    )
+    assert rc == audit_cmd.EXIT_ERROR
+    assert "cannot connect" in capsys.readouterr().err

@@ -40,6 +40,11 @@ def version_from_int(number: int) -> Version:
     return (number // 1_000_000, number // 1_000 % 1_000, number % 1_000)
 
 
+def at_least(version: Version | None, minimum: Version) -> bool:
+    """True when ``version`` is known and not older than ``minimum``."""
+    return version is not None and version >= minimum
+
+
 def format_version(version: Version | None) -> str:
     return "unknown" if version is None else ".".join(str(part) for part in version)
 
@@ -131,11 +136,13 @@ class HostCaps:
     """What this host's libvirt, QEMU and kernel can do.
 
     ``qemu_version`` is None when the connection's hypervisor is not QEMU
-    (libvirt's test driver reports its own version): features that need a
-    QEMU version are then treated as unavailable, and reasons say why.
+    (libvirt's test driver reports its own version), and both versions are
+    None without a connection (``audit`` of XML files on a host without
+    libvirtd): features that need an unknown version are treated as
+    unavailable, and reasons say why.
     """
 
-    libvirt_version: Version
+    libvirt_version: Version | None
     qemu_version: Version | None
     kernel_io_uring: bool
     kernel_io_uring_detail: str = ""
@@ -144,15 +151,16 @@ class HostCaps:
     def io_uring(self) -> bool:
         return (
             self.kernel_io_uring
-            and self.libvirt_version >= IO_URING_LIBVIRT
-            and self.qemu_version is not None
-            and self.qemu_version >= IO_URING_QEMU
+            and at_least(self.libvirt_version, IO_URING_LIBVIRT)
+            and at_least(self.qemu_version, IO_URING_QEMU)
         )
 
     def io_uring_missing(self) -> str:
         """Why io_uring is not usable here ('' when it is)."""
         missing = []
-        if self.libvirt_version < IO_URING_LIBVIRT:
+        if self.libvirt_version is None:
+            missing.append("libvirt version unknown")
+        elif self.libvirt_version < IO_URING_LIBVIRT:
             missing.append(f"libvirt {format_version(self.libvirt_version)} < 6.3")
         if self.qemu_version is None:
             missing.append("QEMU version unknown")
@@ -164,14 +172,12 @@ class HostCaps:
 
     @property
     def discard_no_unref(self) -> bool:
-        return self.libvirt_version >= DISCARD_NO_UNREF_LIBVIRT
+        return at_least(self.libvirt_version, DISCARD_NO_UNREF_LIBVIRT)
 
     @property
     def iothread_queue_mapping(self) -> bool:
-        return (
-            self.libvirt_version >= QUEUE_MAPPING_LIBVIRT
-            and self.qemu_version is not None
-            and self.qemu_version >= QUEUE_MAPPING_QEMU
+        return at_least(self.libvirt_version, QUEUE_MAPPING_LIBVIRT) and at_least(
+            self.qemu_version, QUEUE_MAPPING_QEMU
         )
 
     def describe(self) -> str:

@@ -125,6 +125,16 @@ class Host:
                 uri=self.uri, reason=f"domain capabilities: {exc.get_error_message()}"
             ) from None
 
+    def caps_without_connection(self) -> HostCaps:
+        """The kernel's facts only: libvirt and QEMU versions unknown."""
+        io_uring = self._io_uring_probe()
+        return HostCaps(
+            libvirt_version=None,
+            qemu_version=None,
+            kernel_io_uring=io_uring.usable,
+            kernel_io_uring_detail=io_uring.reason,
+        )
+
     def caps(self) -> HostCaps:
         """What the tuning policy needs to know about this host (cached on the object)."""
         if self._caps is None:

@@ -246,7 +246,7 @@ def tuning_from_dict(data: Mapping[str, Any]) -> GuestTuning:
     """The :class:`GuestTuning` a record stored with ``GuestTuning.to_dict()``."""
     host = data["host"]
     caps = HostCaps(
-        libvirt_version=_version(host["libvirt_version"]) or (0, 0, 0),
+        libvirt_version=_version(host["libvirt_version"]),
         qemu_version=_version(host["qemu_version"]),
         kernel_io_uring=bool(host.get("kernel_io_uring")),
         kernel_io_uring_detail=host.get("kernel_io_uring_detail", ""),

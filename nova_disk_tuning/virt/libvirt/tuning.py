@@ -406,7 +406,11 @@ def _decide_discard(
     if disk.format != "qcow2":
         missing.append(f"format {disk.format} (discard_no_unref is qcow2 only)")
     if not host.discard_no_unref:
-        missing.append(f"libvirt {format_version(host.libvirt_version)} < 9.5")
+        missing.append(
+            "libvirt version unknown"
+            if host.libvirt_version is None
+            else f"libvirt {format_version(host.libvirt_version)} < 9.5"
+        )
     if not conf.disk_tuning.discard_no_unref:
         missing.append("[disk_tuning] discard_no_unref=false")
     if not missing:
