@@ -88,6 +88,26 @@ def positive_int(path: str) -> Check:
     return Check(path, "a positive integer", lambda v: _is_int(v) and v > 0)
 
 
+class _DecimalInt(Check):
+    """An int, or a decimal string of one, stored as the int."""
+
+    def __call__(self, name: str, value: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch("[0-9]+", value):
+            value = int(value)
+        return super().__call__(name, value)
+
+
+def positive_int_or_decimal(path: str) -> Check:
+    """Like :func:`positive_int`, also taking ``"1"``.
+
+    Nova's libvirt driver sets ``boot_order`` from the block device mapping
+    as a string; its own config object renders it as is.
+    """
+    return _DecimalInt(
+        path, "a positive integer or its decimal string", lambda v: _is_int(v) and v > 0
+    )
+
+
 def int_range(path: str, low: int, high: int) -> Check:
     return Check(path, f"integers {low}..{high}", lambda v: _is_int(v) and low <= v <= high)
 

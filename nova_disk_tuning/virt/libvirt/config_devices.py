@@ -207,7 +207,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         "target_bus": base.enum("disk/target", *DISK_BUSES),
         # The characters libvirt's schema and QEMU accept in a disk serial.
         "serial": base.pattern("disk/serial", r"[A-Za-z0-9_.+\- ]+", "strings of [A-Za-z0-9_.+- ]"),
-        "boot_order": base.positive_int("disk/boot"),
+        "boot_order": base.positive_int_or_decimal("disk/boot"),
         "alias": base.pattern("disk/alias", r"[a-zA-Z0-9_.-]+", "names of [a-zA-Z0-9_.-]"),
         "readonly": base.Flag("disk/readonly"),
         "shareable": base.Flag("disk/shareable"),

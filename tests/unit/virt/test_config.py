@@ -322,6 +322,20 @@ def test_blockio_boot_alias_serial_and_pci_address() -> None:
     round_trip(disk)
 
 
+@pytest.mark.parametrize("given", [1, "1", 7, "07"])
+def test_boot_order_takes_nova_strings(given: object) -> None:
+    # Nova's driver sets boot_order from the block device mapping as a string.
+    disk = config.LibvirtConfigGuestDisk(source_path="/d", target_dev="vda", boot_order=given)
+    assert disk.boot_order == int(str(given))
+    assert f'<boot order="{int(str(given))}"/>' in disk.to_xml()
+
+
+@pytest.mark.parametrize("given", ["0", "-1", "x", "", " 1", "1.0", 0, -1, True, 1.0])
+def test_boot_order_refuses(given: object) -> None:
+    with pytest.raises(exception.InvalidConfigValue, match="boot_order"):
+        config.LibvirtConfigGuestDisk(boot_order=given)
+
+
 def test_parse_libvirt_output_ignores_unknown_elements() -> None:
     xml = """
     <disk type='file' device='disk' snapshot='no'>
