@@ -341,13 +341,19 @@ def _write_buffered(fd: int, ranges: list[tuple[int, int]]) -> None:
 
 
 def _write_range(fd: int, offset: int, length: int) -> None:
-    buf = mmap.mmap(-1, min(WRITE_CHUNK, -(-length // mmap.PAGESIZE) * mmap.PAGESIZE))
-    try:
-        view = memoryview(buf)
+    """pwrite zeroes over [offset, offset + length).
+
+    Every buffer is released by a context manager even when a write fails:
+    an mmap with a live memoryview cannot close (BufferError), and that
+    error would replace the ENOSPC or EIO the caller must see.
+    """
+    size = min(WRITE_CHUNK, -(-length // mmap.PAGESIZE) * mmap.PAGESIZE)
+    with mmap.mmap(-1, size) as buf, memoryview(buf) as view:
         while length:
-            n = os.pwrite(fd, view[: min(length, len(buf))], offset)
+            with view[: min(length, size)] as chunk:
+                try:
+                    n = os.pwrite(fd, chunk, offset)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"{exc.strerror} writing at offset {offset}") from exc
             offset += n
             length -= n
-        view.release()
-    finally:
-        buf.close()

@@ -256,3 +256,18 @@ def test_block_ioctls_on_loop_devices(loop_device):
         assert util.allocated(loop.backing) <= before - MiB
         assert blockdev.is_block_device(loop.path)
         assert not blockdev.is_block_device(loop.backing)
+
+
+def test_full_ext2_reports_enospc_from_zero_writes(make_filesystem):
+    """ext2 ends the chain in zero writes; a full file system fails them with ENOSPC."""
+    mount = make_filesystem("ext2")
+    path = os.path.join(mount.path, "disk.raw")
+    # Sparse, and larger than the file system: the writes run out of space.
+    size = 2 * os.statvfs(mount.path).f_blocks * os.statvfs(mount.path).f_frsize
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    with pytest.raises(exception.StorageError) as info:
+        zero.Zeroer().zero(path)
+    message = str(info.value)
+    assert "ENOSPC" in message and path in message and "writing at offset" in message
+    assert os.stat(path).st_size == size
