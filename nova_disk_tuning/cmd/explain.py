@@ -23,17 +23,16 @@ from oslo_config import cfg
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.images.qemu_img import QemuImg
-from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.storage.probe import StorageProbe, covers
+from nova_disk_tuning.virt.libvirt import loader
 from nova_disk_tuning.virt.libvirt.facts import DiskFacts, format_version
 from nova_disk_tuning.virt.libvirt.host import Host
 from nova_disk_tuning.virt.libvirt.tuning import GuestTuning, tune_guest
 
 COLUMNS = ("disk", "setting", "value", "reason")
-SPEC_KEYS = ("path", "name", "format", "type", "bus")
+SPEC_KEYS = ("path", "name", "format", "type", "bus", "volume")
 SPEC_FLAGS = ("shareable", "preallocated")
 QCOW2_MAGIC = b"QFI\xfb"
-# File systems whose type names the storage kind of the io_uring denylist.
-_FS_KINDS = {"cifs": "cifs", "smb3": "cifs", "nfs": "nfs", "nfs4": "nfs"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +46,9 @@ class DiskSpec:
     bus: str = "virtio"
     shareable: bool = False
     preallocated: bool = False
+    # A volume driver's name (driver_volume_type): the disk is a volume it
+    # attached, with that driver's AIO preference.
+    volume: str | None = None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="SPEC",
         help="path=PATH[,name=vda][,format=raw|qcow2][,type=file|block][,bus=virtio|scsi|sata]"
-        "[,shareable][,preallocated] (repeatable). format and type are detected when omitted.",
+        "[,volume=DRIVER][,shareable][,preallocated] (repeatable). format and type are "
+        "detected when omitted; volume=iscsi (any volume driver) explains the disk as a "
+        "volume that driver attached.",
     )
     parser.add_argument("--vcpus", type=int, default=1, help="vCPUs of the guest (queues).")
     parser.add_argument(
@@ -97,7 +101,8 @@ def explain_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     extra_specs = _parse_extra_specs(args.extra_spec)
     probe = StorageProbe()
     qemu_img = QemuImg(conf, probe=probe)
-    facts = measure_disks(specs, probe, qemu_img)
+    measured = measure_disks(specs, probe, qemu_img)
+    facts = [as_volume(f, spec, conf) for f, spec in zip(measured, specs, strict=True)]
     # Versions are all explain needs: a read-only connection works for
     # users outside the libvirt group.
     with Host(conf, read_only=True) as host:
@@ -172,7 +177,8 @@ def measure_disk(spec: DiskSpec, name: str, probe: StorageProbe, qemu_img: QemuI
         # The allocation must cover the *virtual* size (KubeVirt's rule),
         # which only qemu-img knows; its verdict is derived from the numbers.
         info = qemu_img.info(spec.path, fmt)
-        size, fully, backing = info.virtual_size, None, info.backing_file
+        size, backing = int(info.virtual_size), info.backing_file
+        fully = covers(allocation.allocated, size)
     return DiskFacts(
         name=name,
         source_type=source_type,
@@ -186,30 +192,24 @@ def measure_disk(spec: DiskSpec, name: str, probe: StorageProbe, qemu_img: QemuI
         bus=spec.bus,
         driver="explain",
         direct_io=probe.supports_direct_io(spec.path),
-        storage_kind=_storage_kind(spec.path, st, probe),
+        storage_kind=probe.storage_kind(spec.path),
         preallocated=spec.preallocated,
     )
+
+
+def as_volume(facts: DiskFacts, spec: DiskSpec, conf: cfg.ConfigOpts) -> DiskFacts:
+    """The facts of a volume that ``spec.volume``'s driver attached at this path."""
+    if spec.volume is None:
+        return facts
+    driver = loader.volume_driver(spec.volume)(conf, StorageProbe())
+    hint = driver.aio_hint({"driver_volume_type": spec.volume, "data": {}})
+    return facts.replace(is_volume=True, aio_hint=hint, driver=spec.volume)
 
 
 def _sniff_format(path: str) -> str:
     # Only the two formats instance disks use; anything else must be named.
     with open(path, "rb") as handle:
         return "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
-
-
-def _storage_kind(path: str, st: os.stat_result, probe: StorageProbe) -> str | None:
-    if not stat.S_ISBLK(st.st_mode):
-        return _FS_KINDS.get(probe.fs_type(path))
-    sysfs = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-    try:
-        with open(f"{sysfs}/dm/uuid") as handle:
-            if handle.read().startswith("LVM-"):
-                return "lvm"
-    except OSError:
-        pass
-    if os.path.basename(os.path.realpath(sysfs)).startswith("rbd"):
-        return "krbd"
-    return None
 
 
 def _parse_extra_specs(items: Sequence[str]) -> dict[str, str]:

@@ -37,6 +37,18 @@ MODES = ("zero_range", "punch_hole", "allocate")
 # zeroes, Linux >= 4.9) and PUNCH_HOLE|KEEP_SIZE (WRITE ZEROES with unmap,
 # no fallback: needs write_zeroes_max_bytes > 0); mode 0 never.
 _BLOCK_QUEUE = "/sys/dev/block/{major}:{minor}/queue/write_zeroes_max_bytes"
+_BLOCK_SYSFS = "/sys/dev/block/{major}:{minor}"
+
+# Storage kinds the tuning policy knows (its io_uring denylist): the file
+# systems whose type names one, and, for block devices, device-mapper LVM
+# volumes and kernel RBD (krbd) devices.
+FS_STORAGE_KINDS = {
+    "cifs": "cifs",
+    "smb3": "cifs",
+    "nfs": "nfs",
+    "nfs4": "nfs",
+    "fuse.quobyte": "quobyte",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +60,16 @@ class Allocation:
     @property
     def ratio(self) -> float:
         return self.allocated / self.size if self.size else 1.0
+
+
+def covers(allocated: int, size: int) -> bool:
+    """Whether ``allocated`` host bytes cover a disk of ``size`` (raw or virtual).
+
+    The rule KubeVirt and the design use for "writes will not allocate".
+    st_blocks also counts indirect blocks (ext2), which can only make a file
+    look *more* allocated by a few blocks per MiB, never hide a large hole.
+    """
+    return allocated >= size
 
 
 def storage_key(st: os.stat_result) -> tuple[str, int]:
@@ -62,6 +84,7 @@ class StorageProbe:
         self._direct_io: dict[tuple[str, int], bool] = {}
         self._modes: dict[tuple[str, int], frozenset[str]] = {}
         self._fs_type: dict[tuple[str, int], str] = {}
+        self._kind: dict[tuple[str, int], str | None] = {}
 
     # Simple facts -----------------------------------------------------
 
@@ -79,10 +102,7 @@ class StorageProbe:
                 os.close(fd)
             return Allocation(size, size, True)
         allocated = st.st_blocks * 512
-        # The rule KubeVirt and the design use. st_blocks also counts
-        # indirect blocks (ext2), which can only make a file look *more*
-        # allocated by a few blocks per MiB, never hide a large hole.
-        return Allocation(st.st_size, allocated, allocated >= st.st_size)
+        return Allocation(st.st_size, allocated, covers(allocated, st.st_size))
 
     def fs_type(self, path: str) -> str:
         """File-system type from /proc/self/mountinfo ("block" for a device)."""
@@ -94,6 +114,23 @@ class StorageProbe:
         kind = "block" if blk else _mountinfo_type(st.st_dev, os.path.realpath(path))
         self._fs_type[key] = kind
         return kind
+
+    def storage_kind(self, path: str) -> str | None:
+        """What the storage under ``path`` is, where the policy cares.
+
+        ``lvm`` or ``krbd`` for such a block device, ``cifs``, ``nfs`` or
+        ``quobyte`` for a file on such a file system, else None. The one
+        place that decides it: image backends, volume drivers and
+        ``explain`` all ask here, so they cannot disagree.
+        """
+        st = _stat(path, "storage_kind")
+        key = storage_key(st)
+        if key not in self._kind:
+            if key[0] == "blk":
+                self._kind[key] = block_storage_kind(st.st_rdev)
+            else:
+                self._kind[key] = FS_STORAGE_KINDS.get(self.fs_type(path))
+        return self._kind[key]
 
     # O_DIRECT -----------------------------------------------------------
 
@@ -252,6 +289,21 @@ def _remove(name: str) -> None:
         os.unlink(name)
     except FileNotFoundError:
         pass
+
+
+def block_storage_kind(rdev: int) -> str | None:
+    """``lvm`` for a device-mapper LVM volume, ``krbd`` for a kernel RBD device."""
+    sysfs = _BLOCK_SYSFS.format(major=os.major(rdev), minor=os.minor(rdev))
+    try:
+        with open(f"{sysfs}/dm/uuid") as handle:
+            # LVM names its device-mapper targets "LVM-<vg uuid><lv uuid>".
+            if handle.read().startswith("LVM-"):
+                return "lvm"
+    except FileNotFoundError:
+        pass  # not a device-mapper device
+    if os.path.basename(os.path.realpath(sysfs)).startswith("rbd"):
+        return "krbd"
+    return None
 
 
 def _mountinfo_type(dev: int, realpath: str) -> str:

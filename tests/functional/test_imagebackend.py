@@ -165,6 +165,21 @@ def test_root_disk(filesystem, mode, images_type, make_conf, libvirt_host):
 # Blank disks -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("images_type", ["flat", "qcow2"])
+def test_file_disks_carry_the_measured_storage_kind(tmp_path, make_conf, images_type, monkeypatch):
+    """A disk file on CIFS must reach the policy as cifs (io_uring is denied there).
+
+    This machine cannot mount CIFS: the mount table is what is stood in.
+    """
+    from nova_disk_tuning.storage import probe as probe_mod
+
+    monkeypatch.setattr(probe_mod, "_mountinfo_type", lambda dev, path: "cifs")
+    conf, backend = backend_for(make_conf, str(tmp_path), images_type, "none")
+    base = make_base(conf.instances_path)
+    disk = backend.create_root(os.path.join(conf.instances_path, UUID), "vda", base, ROOT_SIZE)
+    assert disk.facts.storage_kind == "cifs"
+
+
 def blkid(path: str, tag: str) -> str:
     argv = ["blkid", "-p", "-o", "value", "-s", tag, path]
     return subprocess.run(argv, capture_output=True, text=True).stdout.strip()

@@ -126,6 +126,7 @@ def test_table_output(run, tmp_path):
         (["--disk", "path={sparse},type=block"], "type=block given, but it is a file"),
         (["--disk", "path={sparse}", "--extra-spec", "hw:disk_iothreads=x"], "hw:disk_iothreads"),
         (["--disk", "path={sparse}", "--extra-spec", "nonsense"], "use KEY=VALUE"),
+        (["--disk", "path={sparse},volume=nosuch"], "nosuch"),
     ],
 )
 def test_errors(run, tmp_path, argv, message):
@@ -139,6 +140,25 @@ def test_parse_disk_spec():
     spec = explain.parse_disk_spec("path=/d, format=qcow2 ,shareable,preallocated,bus=sata")
     assert spec == explain.DiskSpec(
         path="/d", format="qcow2", bus="sata", shareable=True, preallocated=True
+    )
+
+
+def test_volume_spec_takes_the_drivers_hint(run, tmp_path):
+    path = written_file(tmp_path)
+    rc, out, _ = run("--disk", f"path={path},volume=nfs", "--json")
+    assert rc == 0
+    facts = json.loads(out)["facts"][0]
+    assert (facts["is_volume"], facts["driver"], facts["aio_hint"]) == (True, "nfs", "native")
+    assert "volume driver nfs" in settings(out, "vda")["io"]["reason"]
+    rc, out, _ = run(
+        "--disk",
+        f"path={path},volume=nfs",
+        "--json",
+        conf_lines="use_default_aio_mode_for_volumes = true\n",
+    )
+    assert (
+        "ignored ([libvirt] use_default_aio_mode_for_volumes)"
+        in settings(out, "vda")["io"]["reason"]
     )
 
 

@@ -51,6 +51,7 @@ from collections.abc import Iterable, Iterator
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.storage.preallocate import preallocate
+from nova_disk_tuning.storage.probe import covers
 from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.facts import DiskFacts
 from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
@@ -136,7 +137,7 @@ class _FileBackend(ImageBackend):
         if fmt == "qcow2":
             # The guest-visible size; the file's length is only its metadata.
             size = int(self.qemu_img.info(path, "qcow2").virtual_size)
-        covered = allocation.allocated >= size
+        covered = covers(allocation.allocated, size)
         if preallocated and not covered:
             LOG.warning(
                 "%s was preallocated but %d of its %d bytes are allocated: reported as sparse",
@@ -156,6 +157,7 @@ class _FileBackend(ImageBackend):
             bus=bus,
             driver=self.name,
             direct_io=self.probe.supports_direct_io(os.path.dirname(path)),
+            storage_kind=self.probe.storage_kind(path),
             preallocated=preallocated and covered,
         )
         config = LibvirtConfigGuestDisk(

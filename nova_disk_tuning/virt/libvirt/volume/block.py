@@ -19,8 +19,6 @@ from nova_disk_tuning.virt.libvirt.volume.base import LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
-_DM_UUID = "/sys/dev/block/{major}:{minor}/dm/uuid"
-
 
 class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
     """A volume connected as a host block device, given to the guest as ``<disk type='block'>``."""
@@ -68,7 +66,7 @@ class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
             )
         allocation = self.probe.allocation(path)
         direct_io = self.probe.supports_direct_io(path)
-        kind = self._kind(st)
+        kind = self.probe.storage_kind(path)
         notes = [
             f"block device {path} ({allocation.size} bytes)",
             f"O_DIRECT {'works' if direct_io else 'does not work'} on it",
@@ -77,8 +75,8 @@ class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
             # counts as allocated for the AIO choice.
             "fully allocated as far as the host can tell (a thin LUN allocates on the array)",
         ]
-        if kind == "lvm":
-            notes.append("LVM logical volume")
+        if kind is not None:
+            notes.append(f"storage kind {kind}")
         measured = {
             "path": path,
             "size": allocation.size,
@@ -94,14 +92,3 @@ class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
     def _stat(path: str) -> os.stat_result:
         # A method, so unit tests can stand in a block device without root.
         return os.stat(path)
-
-    def _kind(self, st: os.stat_result) -> str | None:
-        """``lvm`` for a device-mapper LVM volume (io_uring is denied there), else None."""
-        path = _DM_UUID.format(major=os.major(st.st_rdev), minor=os.minor(st.st_rdev))
-        try:
-            with open(path) as handle:
-                if handle.read().startswith("LVM-"):
-                    return "lvm"
-        except OSError:
-            pass
-        return None

@@ -36,6 +36,7 @@ class FakeProbe:
         self.size = size
         self.allocated = size if allocated is None else allocated
         self.direct_io = direct_io
+        self.kind: str | None = None
         self.asked: list[tuple[str, str]] = []
 
     def allocation(self, path: str) -> Allocation:
@@ -48,6 +49,10 @@ class FakeProbe:
 
     def fs_type(self, path: str) -> str:
         return "nfs4"
+
+    def storage_kind(self, path: str) -> str | None:
+        self.asked.append(("storage_kind", path))
+        return self.kind
 
     def is_block_device(self, path: str) -> bool:
         return True

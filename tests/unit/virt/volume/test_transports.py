@@ -53,15 +53,12 @@ def test_block_direct_io_is_measured_not_assumed(conf, as_block_device):
     assert "O_DIRECT does not work on it" in disk.notes
 
 
-def test_block_lvm_volume_is_reported_as_lvm(conf, probe, as_block_device, tmp_path, monkeypatch):
-    from nova_disk_tuning.virt.libvirt.volume import block
-
-    uuid = tmp_path / "7:250"
-    uuid.write_text("LVM-abcdef\n")
-    monkeypatch.setattr(block, "_DM_UUID", str(tmp_path / "{major}:{minor}"))
+def test_block_lvm_volume_is_reported_as_lvm(conf, probe, as_block_device):
+    probe.kind = "lvm"
     disk = loader.volume_driver("local")(conf, probe).connect(connection_info("local"), "vdc")
     # io_uring is denied on LVM by the policy: the fact must reach it.
     assert disk.facts.storage_kind == "lvm"
+    assert ("storage_kind", disk.facts.path) in probe.asked
 
 
 def test_fibre_channel_qos_strings_become_iotune(conf, probe, as_block_device):
