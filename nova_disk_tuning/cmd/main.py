@@ -7,9 +7,14 @@ parser stores the handler in ``args.func(args, conf) -> int``.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
+import signal
 import sys
+import traceback
+from types import FrameType
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
@@ -67,19 +72,63 @@ def _setup_logging(args: argparse.Namespace) -> None:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so every clean-up path runs for both."""
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
+    # A service manager or an operator's kill stops a command with SIGTERM:
+    # undo half-made work exactly as for Ctrl-C (default: die on the spot).
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    def fail(message: str) -> int:
+        print(f"nova-disk-tuning {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        for directory in args.config_dir:
+            if not os.path.isdir(directory):
+                raise exception.InvalidConfig(
+                    reason=f"--config-dir {directory} is not a directory; pass an existing one"
+                )
         conf = ndt_conf.new_conf(_config_files(args), args.config_dir)
         return int(args.func(args, conf) or 0)
     except exception.NovaDiskTuningException as exc:
-        print(f"nova-disk-tuning {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc))
+    except Terminated:
+        print(f"nova-disk-tuning {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"nova-disk-tuning {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # Expected failures are raised as NovaDiskTuningException with what
+        # to do; an OSError that escapes still ends in one line, not a trace.
+        if args.debug:
+            traceback.print_exc()
+        name = errno.errorcode.get(exc.errno or 0, "")
+        where = f" ({exc.filename})" if exc.filename else ""
+        return fail(f"{exc.strerror or exc}{where} [{name}]. Run with --debug for details.")
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        return fail(
+            f"unexpected {type(exc).__name__}: {exc}. This is a bug: "
+            "run with --debug and report the traceback."
+        )
 
 
 if __name__ == "__main__":
