@@ -75,10 +75,10 @@ demo: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work
 
 bench: $(STAMP_PY)
-	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --output bench-results
+	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --path $(CURDIR)/bench-work --output bench-results
 
 bench-quick: $(STAMP_PY)
-	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --quick --output bench-results
+	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --quick --path $(CURDIR)/bench-work --output bench-results
 
 clean:
-	rm -rf $(VENV) demo-work bench-results .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) demo-work bench-work bench-results .pytest_cache .ruff_cache .hypothesis

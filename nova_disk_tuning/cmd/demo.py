@@ -124,7 +124,10 @@ def demo_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         overlay = os.path.join(workdir, f"conf-{mode}")
         os.makedirs(overlay)
         with open(os.path.join(overlay, "preallocate.conf"), "w") as handle:
-            handle.write(f"[DEFAULT]\npreallocate_images = {mode}\n")
+            handle.write(
+                f"[DEFAULT]\npreallocate_images = {mode}\n"
+                f"instances_path = {os.path.join(workdir, 'instances')}\n"
+            )
         overlays[name] = [
             *(f"--config-file={path}" for path in config_files),
             f"--config-dir={overlay}",

@@ -8,6 +8,7 @@ read when used and tests never share state.
 from __future__ import annotations
 
 import configparser
+import os
 from collections.abc import Iterable, Mapping
 
 from oslo_config import cfg
@@ -39,6 +40,9 @@ def new_conf(
     ``overrides`` is ``{group: {option: value}}`` (group ``DEFAULT`` for the
     default group), applied with ``set_override``.
     """
+    config_files = list(config_files)
+    for path in config_files:
+        _check_readable(path)
     conf = cfg.ConfigOpts()
     register_opts(conf)
     try:
@@ -46,7 +50,7 @@ def new_conf(
             args=[],
             project="nova",
             prog="nova-disk-tuning",
-            default_config_files=list(config_files),
+            default_config_files=config_files,
             default_config_dirs=list(config_dirs),
             use_env=False,
         )
@@ -65,6 +69,28 @@ def new_conf(
     return conf
 
 
+def _check_readable(path: str) -> None:
+    """A config file oslo.config could not read would end in a traceback: say why now."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            handle.read()
+    except FileNotFoundError:
+        return  # oslo.config's own message names it
+    except IsADirectoryError:
+        raise exception.InvalidConfig(
+            reason=f"config file {path} is a directory; pass it with --config-dir instead"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise exception.InvalidConfig(
+            reason=f"config file {path} is not UTF-8 text (byte {exc.start}); "
+            "a nova.conf is an INI text file"
+        ) from None
+    except OSError as exc:
+        raise exception.InvalidConfig(
+            reason=f"config file {path} cannot be read: {exc.strerror}"
+        ) from None
+
+
 def validate(conf: cfg.ConfigOpts) -> None:
     """Read every option once so a bad value fails now, in one clear line.
 
@@ -72,6 +98,7 @@ def validate(conf: cfg.ConfigOpts) -> None:
     whatever code reads the option first; an operator should instead see the
     option, the value and the allowed values before any work starts.
     """
+    _validate_instances_path(conf)
     for module in _MODULES:
         for group, opts in module.list_opts().items():
             group_name = group if isinstance(group, str) else group.name
@@ -83,6 +110,18 @@ def validate(conf: cfg.ConfigOpts) -> None:
                     raise exception.InvalidConfig(
                         reason=_describe(group_name, opt, exc, conf.config_file)
                     ) from None
+
+
+def _validate_instances_path(conf: cfg.ConfigOpts) -> None:
+    # A relative path would put instances wherever a command happens to run,
+    # and `list` from anywhere else would find none.
+    path = conf.instances_path
+    if not path or not os.path.isabs(path):
+        sources = ", ".join(conf.config_file) or "the configuration"
+        raise exception.InvalidConfig(
+            reason=f"[DEFAULT] instances_path {path!r} must be an absolute directory path. "
+            f"Fix it in {sources}."
+        )
 
 
 def _describe(group: str, opt: cfg.Opt, exc: Exception, files: Iterable[str]) -> str:
