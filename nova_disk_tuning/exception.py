@@ -126,3 +126,7 @@ class InstanceNotFound(NovaDiskTuningException):
 
 class InstanceExists(NovaDiskTuningException):
     msg_fmt = "Instance %(name)s already exists. Destroy it first or choose another name."
+
+
+class InstanceNotReady(NovaDiskTuningException):
+    msg_fmt = "Instance %(name)s is %(state)s: %(what)s"

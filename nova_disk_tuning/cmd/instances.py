@@ -19,6 +19,7 @@ an instance got at spawn, via :func:`explain_instance`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -147,6 +148,11 @@ def _extra_specs(items: list[str]) -> dict[str, str]:
 def spawn_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     if (args.ramdisk or args.cmdline) and not args.kernel:
         raise exception.InvalidConfig(reason="--ramdisk and --cmdline need --kernel")
+    for option, path in (("--kernel", args.kernel), ("--ramdisk", args.ramdisk)):
+        if path is not None and not os.path.isfile(path):
+            raise exception.InvalidConfig(
+                reason=f"{option} {path} is not a file; give the kernel or initrd file"
+            )
     image = ImageMeta(
         id=args.image_id or image_id_for_path(args.image),
         source=args.image,
@@ -225,10 +231,10 @@ def list_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
                 r["name"],
                 r["uuid"],
                 r["state"],
-                r["vcpus"],
-                r["memory_mb"],
-                ",".join(r["disks"]),
-                r["image"],
+                "-" if r["vcpus"] is None else r["vcpus"],
+                "-" if r["memory_mb"] is None else r["memory_mb"],
+                ",".join(filter(None, r["disks"])) or "-",
+                r["image"] or "-",
             )
             for r in rows
         ],

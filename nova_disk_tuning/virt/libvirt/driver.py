@@ -47,11 +47,12 @@ from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage, ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import guest_builder, loader
+from nova_disk_tuning.virt.libvirt import guest_builder, iothreads, loader
 from nova_disk_tuning.virt.libvirt import instance as instance_mod
 from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
 from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance, InstanceStore
+from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance
+from nova_disk_tuning.virt.libvirt.store import InstanceStore, SpawnClaim
 from nova_disk_tuning.virt.libvirt.tuning import GuestTuning, tune_guest
 
 LOG = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class LibvirtDriver:
         return domain
 
     def _domain(self, name: str) -> tuple[dict[str, Any], Any]:
-        record = self.store.find(name)
+        record = self._created(name)
         return record, self.ensure_defined(record)
 
     # -- spawn -----------------------------------------------------------------------
@@ -200,18 +201,50 @@ class LibvirtDriver:
         "disk_bus": "virtio" (optional)}, ...]}``.
         """
         started = time.monotonic()
+        # What can be checked is checked before anything is fetched or made:
+        # images_type and the tools its backend runs, the flavor's extra specs.
+        backend = self._backend(loader.image_backend(self.conf))
+        backend.check_host()
+        iothreads.requested_iothreads(self.conf, flavor.extra_specs)
+        self.store.check_root()
         with self._lock(instance.name):
             if self.store.exists(instance.name):
                 raise exception.InstanceExists(name=instance.name)
             self._refuse_foreign_domain(instance)
+            claim = self.store.claim(
+                instance.name,
+                instance.uuid,
+                {
+                    "version": instance_mod.RECORD_VERSION,
+                    "created_at": _now(),
+                    "connection_uri": self.host.uri,
+                    "flavor": flavor.to_dict(),
+                    "image": image.to_dict(),
+                    "disks": [],
+                    "volumes": [],
+                },
+            )
             undo = _Undo(instance.name)
+            undo.push(
+                f"instance directory {claim.directory}", lambda: self.store.remove(instance.uuid)
+            )
             try:
                 result = self._spawn(
-                    instance, image, flavor, block_device_info, start, progress, undo
+                    instance,
+                    image,
+                    flavor,
+                    block_device_info,
+                    start,
+                    progress,
+                    undo,
+                    claim,
+                    backend,
                 )
             except BaseException:
                 undo.run()
                 raise
+            finally:
+                claim.release()
         result.seconds = time.monotonic() - started
         LOG.info("Instance %s: spawned in %.2f s", instance.name, result.seconds)
         return result
@@ -243,11 +276,23 @@ class LibvirtDriver:
         start: bool,
         progress: Progress | None,
         undo: _Undo,
+        claim: SpawnClaim,
+        backend: Any,
     ) -> SpawnResult:
         name, uuid = instance.name, instance.uuid
-        instance_dir = self.store.instance_dir(uuid)
-        os.makedirs(instance_dir)
-        undo.push(f"instance directory {instance_dir}", lambda: shutil.rmtree(instance_dir))
+        instance_dir = claim.directory
+        bus = image.disk_bus
+        targets = _TargetNames()
+        root_target = targets.next(bus)
+        ephemeral_target = targets.next(bus) if flavor.ephemeral_gb else None
+        swap_target = targets.next(bus) if flavor.swap_mb else None
+        # Volumes are attached already (os-brick's job): measuring them first
+        # means a missing device or an unknown driver fails before the fetch.
+        volumes, volume_disks = [], []
+        for mapping in (block_device_info or {}).get("block_device_mapping", []):
+            volume_disk, volume_entry = self._connect_volume(name, mapping, targets, bus, undo)
+            volume_disks.append(volume_disk)
+            volumes.append(volume_entry)
 
         max_size = flavor.root_gb * GiB if flavor.root_gb else None
         cached = self.image_cache.fetch(
@@ -263,13 +308,11 @@ class LibvirtDriver:
         kernel, ramdisk = self._copy_boot_files(image, instance_dir)
 
         backend_name = loader.image_backend_name(self.conf)
-        backend = self._backend(loader.image_backend(self.conf))
-        bus = image.disk_bus
-        targets = _TargetNames()
         disks: list[tuple[str, GuestDisk]] = []
 
         def created(kind: str, disk: GuestDisk) -> None:
             disks.append((kind, disk))
+            claim.add_disk(_disk_entry(kind, disk, backend_name))
             undo.push(
                 f"{kind} disk {disk.facts.path or disk.facts.name}",
                 lambda: backend.destroy([disk]),
@@ -285,25 +328,18 @@ class LibvirtDriver:
                 cached.virtual_size,
             )
         root_size = flavor.root_gb * GiB or None
-        created(
-            "root", backend.create_root(instance_dir, targets.next(bus), cached, root_size, bus)
-        )
-        if flavor.ephemeral_gb:
+        created("root", backend.create_root(instance_dir, root_target, cached, root_size, bus))
+        if ephemeral_target:
             disk = backend.create_blank(
-                instance_dir, targets.next(bus), flavor.ephemeral_gb * GiB, "ephemeral", bus
+                instance_dir, ephemeral_target, flavor.ephemeral_gb * GiB, "ephemeral", bus
             )
             created("ephemeral", disk)
-        if flavor.swap_mb:
+        if swap_target:
             disk = backend.create_blank(
-                instance_dir, targets.next(bus), flavor.swap_mb * MiB, "swap", bus
+                instance_dir, swap_target, flavor.swap_mb * MiB, "swap", bus
             )
             created("swap", disk)
-
-        volumes = []
-        for mapping in (block_device_info or {}).get("block_device_mapping", []):
-            volume_disk, volume_entry = self._connect_volume(name, mapping, targets, bus, undo)
-            disks.append(("volume", volume_disk))
-            volumes.append(volume_entry)
+        disks.extend(("volume", disk) for disk in volume_disks)
 
         facts = [disk.facts for _, disk in disks]
         caps = self.host.caps()
@@ -327,7 +363,7 @@ class LibvirtDriver:
             "version": instance_mod.RECORD_VERSION,
             "name": name,
             "uuid": uuid,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_at": claim.record["created_at"],
             "connection_uri": self.host.uri,
             "flavor": flavor.to_dict(),
             "image": {
@@ -431,8 +467,10 @@ class LibvirtDriver:
         libvirt.xml, record) stays, and the domain can be defined again from
         it: what Nova does for a move or an evacuation.
         """
+        self._refuse_live_spawn(self.store.find(instance_name))
         with self._lock(instance_name):
             record = self.store.find(instance_name)
+            self._refuse_live_spawn(record)
             domain = self._lookup(record["uuid"])
             if domain is not None:
                 self._stop(domain)
@@ -455,8 +493,31 @@ class LibvirtDriver:
                 )
                 return
             self._destroy_disks(record)
-            shutil.rmtree(self.store.instance_dir(record["uuid"]), ignore_errors=False)
+            self.store.remove(record["uuid"])
             LOG.info("Instance %s: instance directory removed", instance_name)
+
+    def _refuse_live_spawn(self, record: Mapping[str, Any]) -> None:
+        if record.get("state") == "building" and self.store.owner_alive(record["uuid"]):
+            raise exception.InstanceNotReady(
+                name=record["name"],
+                state="being spawned",
+                what=f"process {record.get('pid')} is still creating it; wait for it to "
+                "finish (or stop that process), then destroy it",
+            )
+
+    def _created(self, name: str) -> dict[str, Any]:
+        """The record of a finished instance; a building or broken one is refused."""
+        record = self.store.find(name)
+        state = self.store.status(record)
+        if state != "created":
+            raise exception.InstanceNotReady(
+                name=record["name"],
+                state=state,
+                what=record.get("problem")
+                or "its spawn did not finish. `nova-disk-tuning destroy "
+                f"{record['name']}` removes what it made",
+            )
+        return record
 
     def _destroy_disks(self, record: Mapping[str, Any]) -> None:
         backends: dict[str, Any] = {}
@@ -562,7 +623,8 @@ class LibvirtDriver:
         """Names of this plugin's instances (each defined again if libvirt lost it)."""
         names = []
         for record in self.store.records():
-            self.ensure_defined(record)
+            if record.get("state", "created") == "created":
+                self.ensure_defined(record)
             names.append(record["name"])
         return names
 
@@ -570,23 +632,37 @@ class LibvirtDriver:
         """One summary per instance: name, uuid, state, flavor, disks."""
         rows = []
         for record in self.store.records():
-            domain = self.ensure_defined(record)
-            state = POWER_STATES.get(domain.state()[0], "unknown")
             rows.append(
                 {
                     "name": record["name"],
                     "uuid": record["uuid"],
-                    "state": state,
-                    "vcpus": record["flavor"]["vcpus"],
-                    "memory_mb": record["flavor"]["memory_mb"],
-                    "disks": [d["target"] for d in record["disks"]],
-                    "image": record["image"]["id"],
+                    "state": self._power_state(record),
+                    "vcpus": record.get("flavor", {}).get("vcpus"),
+                    "memory_mb": record.get("flavor", {}).get("memory_mb"),
+                    "disks": [d.get("target") for d in record.get("disks", [])],
+                    "image": record.get("image", {}).get("id"),
                 }
             )
         return rows
 
+    def _power_state(self, record: dict[str, Any]) -> str:
+        """libvirt's state of a finished instance, else how far its spawn got.
+
+        One unusable instance (a corrupt libvirt.xml) shows as such and does
+        not keep the others from being listed.
+        """
+        state = self.store.status(record)
+        if state != "created":
+            return state
+        try:
+            domain = self.ensure_defined(record)
+            return POWER_STATES.get(domain.state()[0], "unknown")
+        except exception.NovaDiskTuningException as exc:
+            LOG.warning("Instance %s: %s", record["name"], exc)
+            return f"error: {exc}"
+
     def get_record(self, instance_name: str) -> dict[str, Any]:
-        return self.store.find(instance_name)
+        return self._created(instance_name)
 
     def get_xml(self, instance_name: str) -> str:
         """libvirt's XML of the (defined) domain."""
@@ -595,13 +671,13 @@ class LibvirtDriver:
 
     def get_tuning(self, instance_name: str) -> tuple[GuestTuning, list[Any]]:
         """The tuning decided at spawn, and the disk facts it was decided from."""
-        record = self.store.find(instance_name)
+        record = self._created(instance_name)
         facts = instance_mod.facts_from_dicts([d["facts"] for d in record["disks"]])
         return instance_mod.tuning_from_dict(record["tuning"]), facts
 
     def get_instance_disk_info(self, instance_name: str) -> list[dict[str, Any]]:
         """Nova's disk info: per disk its type, path, sizes and backing file, measured now."""
-        record = self.store.find(instance_name)
+        record = self._created(instance_name)
         self.ensure_defined(record)
         tuning = {d["disk"]: d for d in record["tuning"]["disks"]}
         info = []
@@ -633,6 +709,10 @@ class LibvirtDriver:
                 }
             )
         return info
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class _TargetNames:
@@ -704,10 +784,15 @@ def block_device_info_from_files(paths: Sequence[str]) -> dict[str, Any]:
             raise exception.InvalidConfig(
                 reason=f"cannot read volume connection_info {path}: {exc.strerror}"
             ) from None
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise exception.InvalidConfig(
                 reason=f"volume connection_info {path} is not JSON: {exc}"
             ) from None
+        if not isinstance(info, dict):
+            raise exception.InvalidConfig(
+                reason=f"volume connection_info {path} holds a JSON {type(info).__name__}; "
+                "give Cinder's connection_info object"
+            )
         mapping = info if "connection_info" in info else {"connection_info": info}
         mappings.append(mapping)
     return {"block_device_mapping": mappings}

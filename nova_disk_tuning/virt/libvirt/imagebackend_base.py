@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
@@ -87,7 +88,25 @@ class ImageBackend:
         # injectable because LVM and Ceph cannot run on every test host.
         self._execute = execute or processutils.execute
 
+    # Commands this backend runs on the host (checked by check_host()).
+    required_commands: ClassVar[tuple[tuple[str, str], ...]] = ()
+
     # The interface --------------------------------------------------------------
+
+    def check_host(self) -> None:
+        """Refuse, before any work, a host that lacks what this backend runs.
+
+        Only when commands really run here: an injected ``execute`` stands in
+        for them (tests of LVM and Ceph on hosts without either).
+        """
+        if self._execute is not processutils.execute:
+            return
+        for command, package in self.required_commands:
+            if shutil.which(command, path=command_env().get("PATH")) is None:
+                raise exception.InvalidConfig(
+                    reason=f"[libvirt] images_type = {self.name} needs the {command} command, "
+                    f"which is not installed; install {package} or choose another images_type"
+                )
 
     def create_root(
         self,

@@ -40,6 +40,7 @@ _HINT = "check the volume group with vgs/lvs"
 
 class Lvm(ImageBackend):
     name = "lvm"
+    required_commands = (("lvcreate", "lvm2"), ("lvremove", "lvm2"))
 
     def __init__(
         self,

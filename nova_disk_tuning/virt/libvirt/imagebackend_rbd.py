@@ -113,6 +113,8 @@ def read_mon_host(path: str) -> list[Monitor]:
 class Rbd(ImageBackend):
     name = "rbd"
 
+    required_commands = (("rbd", "ceph-common"),)
+
     def __init__(
         self,
         conf: cfg.ConfigOpts,

@@ -6,10 +6,10 @@ Every instance has a directory ``$instances_path/<uuid>/`` holding its disks
 console log (``console.log``) and a record (``instance.json``): name, uuid,
 flavor, image, disks, volumes and the tuning with its reasons.
 
-The record is what lets state survive the process. libvirt's test driver
-(``test:///default``) keeps domains only in the memory of the process that
-opened it, so the compute driver defines every known instance again from its
-``libvirt.xml`` whenever its domain is missing (see
+:mod:`.store` manages the directories. The record is what lets state survive
+the process. libvirt's test driver (``test:///default``) keeps domains only
+in the memory of the process that opened it, so the compute driver defines
+every known instance again from its ``libvirt.xml`` whenever its domain is missing (see
 :meth:`LibvirtDriver.ensure_defined
 <nova_disk_tuning.virt.libvirt.driver.LibvirtDriver.ensure_defined>`).
 """
@@ -17,28 +17,22 @@ opened it, so the compute driver defines every known instance again from its
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import uuid as uuidlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.virt.libvirt.facts import Decision, DiskFacts, HostCaps
 from nova_disk_tuning.virt.libvirt.iothreads import DeviceIOThreads, IOThreadPlan
 from nova_disk_tuning.virt.libvirt.tuning import DiskTuning, GuestTuning
 
-RECORD = "instance.json"
-GUEST_XML = "libvirt.xml"
-CONSOLE_LOG = "console.log"
 RECORD_VERSION = 1
 GiB = 1 << 30
 MiB = 1 << 20
 # libvirt accepts more, but a name also ends up in file names and logs.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,91 +125,12 @@ class Instance:
 
 
 def validate_name(name: str) -> None:
-    if not _NAME.match(name or ""):
+    # fullmatch: "$" would let a trailing newline through.
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise exception.InvalidConfig(
             reason=f"instance name {name!r}: use 1-63 characters of letters, digits and "
             "_.+-, starting with a letter or digit"
         )
-
-
-# The instance directory ----------------------------------------------------------
-
-
-class InstanceStore:
-    """The instance directories under ``[DEFAULT] instances_path``."""
-
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
-        self.conf = conf
-
-    @property
-    def root(self) -> str:
-        return os.path.abspath(self.conf.instances_path)
-
-    def instance_dir(self, uuid: str) -> str:
-        return os.path.join(self.root, uuid)
-
-    def xml_path(self, uuid: str) -> str:
-        return os.path.join(self.instance_dir(uuid), GUEST_XML)
-
-    def record_path(self, uuid: str) -> str:
-        return os.path.join(self.instance_dir(uuid), RECORD)
-
-    def console_path(self, uuid: str) -> str:
-        return os.path.join(self.instance_dir(uuid), CONSOLE_LOG)
-
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every readable record, sorted by name."""
-        if not os.path.isdir(self.root):
-            return iter(())
-        found = []
-        for entry in sorted(os.listdir(self.root)):
-            record = self.read(entry)
-            if record is not None:
-                found.append(record)
-        return iter(sorted(found, key=lambda r: r["name"]))
-
-    def read(self, uuid: str) -> dict[str, Any] | None:
-        try:
-            with open(self.record_path(uuid)) as handle:
-                record = json.load(handle)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(record, dict) or record.get("uuid") != uuid or "name" not in record:
-            return None
-        return record
-
-    def find(self, name: str) -> dict[str, Any]:
-        for record in self.records():
-            if record["name"] == name:
-                return record
-        raise exception.InstanceNotFound(name=name)
-
-    def exists(self, name: str) -> bool:
-        return any(record["name"] == name for record in self.records())
-
-    def write(self, record: dict[str, Any], xml: str) -> None:
-        """Write libvirt.xml and the record, each atomically (temp file, fsync, rename)."""
-        uuid = record["uuid"]
-        _write_atomic(self.xml_path(uuid), xml)
-        _write_atomic(self.record_path(uuid), json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-    def read_xml(self, uuid: str) -> str:
-        try:
-            with open(self.xml_path(uuid)) as handle:
-                return handle.read()
-        except OSError as exc:
-            raise exception.InstanceNotFound(
-                name=f"{uuid} ({self.xml_path(uuid)} unreadable: {exc.strerror})"
-            ) from None
-
-
-def _write_atomic(path: str, text: str) -> None:
-    staged = f"{path}.{os.getpid()}.tmp"
-    with open(staged, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(staged, path)
 
 
 # Reading the tuning back from a record ---------------------------------------------

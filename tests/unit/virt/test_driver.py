@@ -16,6 +16,7 @@ from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.driver import _TargetNames, block_device_info_from_files
 from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
 from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+from nova_disk_tuning.virt.libvirt.store import InstanceStore
 from nova_disk_tuning.virt.libvirt.tuning import tune_guest
 
 HOST = HostCaps(libvirt_version=(9, 0, 0), qemu_version=(7, 2, 0), kernel_io_uring=False)
@@ -208,9 +209,9 @@ def test_instance_and_image_validation():
     assert instance_mod.ImageMeta(id="i", source="/i").disk_bus == "virtio"
 
 
-def test_store_finds_records_by_name_and_ignores_junk(make_conf):
+def test_store_finds_records_by_name_and_shows_broken_ones(make_conf):
     conf = make_conf()
-    store = instance_mod.InstanceStore(conf)
+    store = InstanceStore(conf)
     uuid = "6a1c0d9e-2b3f-4e5a-8c7d-9e0f1a2b3c4d"
     os.makedirs(store.instance_dir(uuid))
     store.write({"name": "vm", "uuid": uuid}, "<domain/>")
@@ -219,7 +220,13 @@ def test_store_finds_records_by_name_and_ignores_junk(make_conf):
     os.makedirs(junk)
     with open(os.path.join(junk, "instance.json"), "w") as handle:
         handle.write("{not json")
-    assert [r["name"] for r in store.records()] == ["vm"]
+    os.makedirs(os.path.join(store.root, "1c2d3e4f-0000-4000-8000-000000000000"))  # not ours
+    # A corrupt record is listed under its uuid (so it can be destroyed);
+    # a directory without a record (Nova's own, say) is not ours to show.
+    records = {r["name"]: r for r in store.records()}
+    assert sorted(records) == ["0b7e2c1d-0000-4000-8000-000000000000", "vm"]
+    broken = records["0b7e2c1d-0000-4000-8000-000000000000"]
+    assert broken["state"] == "broken" and "not JSON" in broken["problem"]
     assert store.find("vm")["uuid"] == uuid
     assert store.read_xml(uuid) == "<domain/>"
     with pytest.raises(exception.InstanceNotFound, match="nova-disk-tuning list"):

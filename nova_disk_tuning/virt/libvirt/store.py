@@ -1,0 +1,267 @@
+"""The instance directories under ``[DEFAULT] instances_path``, and how a spawn claims one.
+
+A spawn must never leave something ``list`` cannot show and ``destroy``
+cannot remove, even when it is killed with SIGKILL. So the directory comes
+into being whole: a hidden claim directory (``.claim-<uuid>-<random>``)
+gets the record (state ``building``, the owner's pid) and a lock file the
+spawn holds with ``flock`` for as long as it runs, and only then is renamed
+to ``<uuid>``. From then on the record lists every disk as soon as it
+exists. A building record whose lock nobody holds is a spawn that died:
+``list`` says ``building, process gone`` and ``destroy`` removes it. A claim
+directory left by a kill before the rename holds nothing but the record, and
+the next claim removes it.
+
+Directories without our ``instance.json`` (Nova's own instances, if the path
+is shared) are never listed or touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_disk_tuning import exception
+
+LOG = logging.getLogger(__name__)
+
+RECORD = "instance.json"
+GUEST_XML = "libvirt.xml"
+CONSOLE_LOG = "console.log"
+SPAWN_LOCK = ".spawn.lock"
+CLAIM_PREFIX = ".claim-"
+BUILDING = "building"
+
+
+class SpawnClaim:
+    """A claimed instance directory; the flock on its lock file says "alive"."""
+
+    def __init__(self, store: InstanceStore, record: dict[str, Any], lock_fd: int) -> None:
+        self.store = store
+        self.record = record
+        self._lock_fd: int | None = lock_fd
+
+    @property
+    def directory(self) -> str:
+        return self.store.instance_dir(self.record["uuid"])
+
+    def add_disk(self, entry: dict[str, Any]) -> None:
+        """Record a disk the moment it exists, so destroy can find it after a kill."""
+        self.record.setdefault("disks", []).append(entry)
+        self.store.write_record(self.record)
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+class InstanceStore:
+    """The instance directories under ``[DEFAULT] instances_path``."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+
+    @property
+    def root(self) -> str:
+        return os.path.abspath(self.conf.instances_path)
+
+    def instance_dir(self, uuid: str) -> str:
+        return os.path.join(self.root, uuid)
+
+    def xml_path(self, uuid: str) -> str:
+        return os.path.join(self.instance_dir(uuid), GUEST_XML)
+
+    def record_path(self, uuid: str) -> str:
+        return os.path.join(self.instance_dir(uuid), RECORD)
+
+    def console_path(self, uuid: str) -> str:
+        return os.path.join(self.instance_dir(uuid), CONSOLE_LOG)
+
+    # Reading -----------------------------------------------------------------
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every record (building ones too), sorted by name."""
+        if not os.path.isdir(self.root):
+            return iter(())
+        found = []
+        for entry in sorted(os.listdir(self.root)):
+            if entry.startswith("."):
+                continue
+            record = self.read(entry)
+            if record is not None:
+                found.append(record)
+        return iter(sorted(found, key=lambda r: r["name"]))
+
+    def read(self, uuid: str) -> dict[str, Any] | None:
+        """The record of ``uuid``; a broken one as ``{"state": "broken", ...}``; else None."""
+        path = self.record_path(uuid)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # not ours
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
+            return self._broken(uuid, f"{path}: {reason}")
+        if not isinstance(record, dict) or record.get("uuid") != uuid or "name" not in record:
+            return self._broken(uuid, f"{path}: not a record of instance {uuid}")
+        return record
+
+    @staticmethod
+    def _broken(uuid: str, problem: str) -> dict[str, Any]:
+        # Listed under its uuid so the operator can see it and destroy it.
+        return {"name": uuid, "uuid": uuid, "state": "broken", "problem": problem, "disks": []}
+
+    def find(self, name: str) -> dict[str, Any]:
+        for record in self.records():
+            if name in (record["name"], record["uuid"]):
+                return record
+        raise exception.InstanceNotFound(name=name)
+
+    def exists(self, name: str) -> bool:
+        return any(record["name"] == name for record in self.records())
+
+    def read_xml(self, uuid: str) -> str:
+        try:
+            with open(self.xml_path(uuid)) as handle:
+                return handle.read()
+        except OSError as exc:
+            raise exception.InstanceNotFound(
+                name=f"{uuid} ({self.xml_path(uuid)} unreadable: {exc.strerror})"
+            ) from None
+
+    # Spawn state ---------------------------------------------------------------
+
+    def status(self, record: dict[str, Any]) -> str:
+        """``building``, ``building, process gone``, ``broken`` or ``created``."""
+        state = record.get("state", "created")
+        if state != BUILDING:
+            return state
+        return BUILDING if self.owner_alive(record["uuid"]) else f"{BUILDING}, process gone"
+
+    def owner_alive(self, uuid: str) -> bool:
+        """Whether a live spawn holds the lock of this instance directory."""
+        try:
+            fd = os.open(os.path.join(self.instance_dir(uuid), SPAWN_LOCK), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def claim(self, name: str, uuid: str, record: dict[str, Any]) -> SpawnClaim:
+        """Create ``<uuid>/`` whole, with a building record; refuse if it exists."""
+        self.check_root()
+        self._sweep_claims()
+        target = self.instance_dir(uuid)
+        if os.path.lexists(target):
+            raise exception.InstanceExists(
+                name=f"{name} (the instance directory {target} exists: uuid {uuid} is taken)"
+            )
+        staging = tempfile.mkdtemp(prefix=f"{CLAIM_PREFIX}{uuid}-", dir=self.root)
+        lock_fd = os.open(os.path.join(staging, SPAWN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        record = {**record, "name": name, "uuid": uuid, "state": BUILDING, "pid": os.getpid()}
+        _write_atomic(os.path.join(staging, RECORD), _dumps(record))
+        try:
+            os.rename(staging, target)
+        except OSError as exc:
+            os.close(lock_fd)
+            shutil.rmtree(staging, ignore_errors=True)
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise exception.InstanceExists(
+                    name=f"{name} ({target} appeared meanwhile)"
+                ) from None
+            raise
+        _fsync_dir(self.root)
+        return SpawnClaim(self, record, lock_fd)
+
+    def check_root(self) -> None:
+        """instances_path must be a writable directory: say so before any work."""
+        root = self.root
+        try:
+            os.makedirs(root, exist_ok=True)
+        except FileExistsError:
+            raise exception.InvalidConfig(
+                reason=f"[DEFAULT] instances_path {root} is not a directory; "
+                "point it at a directory"
+            ) from None
+        except OSError as exc:
+            raise exception.InvalidConfig(
+                reason=f"[DEFAULT] instances_path {root} cannot be created: {exc.strerror}"
+            ) from None
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise exception.InvalidConfig(
+                reason=f"[DEFAULT] instances_path {root} is not writable by this user "
+                "(or its file system is read-only)"
+            )
+
+    def _sweep_claims(self) -> None:
+        """Remove claim directories of spawns killed before their rename."""
+        for entry in os.listdir(self.root):
+            if not entry.startswith(CLAIM_PREFIX):
+                continue
+            path = os.path.join(self.root, entry)
+            try:
+                fd = os.open(os.path.join(path, SPAWN_LOCK), os.O_RDONLY)
+            except OSError:
+                continue  # not (yet) one of ours
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live spawn
+            finally:
+                os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            LOG.info("removed %s, left by a spawn that was killed", path)
+
+    # Writing -------------------------------------------------------------------
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        _write_atomic(self.record_path(record["uuid"]), _dumps(record))
+
+    def write(self, record: dict[str, Any], xml: str) -> None:
+        """Write libvirt.xml, then the finished record, each atomically."""
+        uuid = record["uuid"]
+        _write_atomic(self.xml_path(uuid), xml)
+        self.write_record(record)
+
+    def remove(self, uuid: str) -> None:
+        shutil.rmtree(self.instance_dir(uuid))
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.root)
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def _write_atomic(path: str, text: str) -> None:
+    staged = f"{path}.{os.getpid()}.tmp"
+    with open(staged, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(staged, path)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
