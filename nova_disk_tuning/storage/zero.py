@@ -26,7 +26,8 @@ back to writes, which is why it goes first only in sparse mode.
 Only EOPNOTSUPP (and ENODEV from block devices) moves down the chain; any
 other error is raised. What failed is remembered per file system (st_dev)
 or device (st_rdev), so the next call starts at the step that works.
-Zeroing past EOF extends the file, as writing zeroes would.
+A range past EOF is refused unless the caller passes ``extend=True``; then
+it extends the file, as writing zeroes would.
 """
 
 from __future__ import annotations
@@ -97,9 +98,19 @@ class Zeroer:
         return frozenset(self._unsupported.get(storage_key(os.stat(path)), ()))
 
     def zero(
-        self, path: str, offset: int = 0, length: int | None = None, sparse: bool = False
+        self,
+        path: str,
+        offset: int = 0,
+        length: int | None = None,
+        sparse: bool = False,
+        extend: bool = False,
     ) -> ZeroResult:
-        """Zero [offset, offset + length) of a file or block device (default: all of it)."""
+        """Zero [offset, offset + length) of a file or block device (default: all of it).
+
+        A range past the end of a file is refused unless ``extend``: zeroing
+        must not change a disk's size by accident (a block device has no such
+        choice).
+        """
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -113,7 +124,7 @@ class Zeroer:
                 reason=f"cannot open it for writing: {exc.strerror} ({falloc.errname(exc.errno)})",
             ) from exc
         try:
-            return self.zero_fd(fd, offset, length, sparse, path=path)
+            return self.zero_fd(fd, offset, length, sparse, path=path, extend=extend)
         finally:
             os.close(fd)
 
@@ -125,6 +136,7 @@ class Zeroer:
         sparse: bool = False,
         flush: bool = True,
         path: str | None = None,
+        extend: bool = False,
     ) -> ZeroResult:
         """As zero() on an open, writable fd; flush=False leaves the flush to the caller."""
         path = path or f"/proc/self/fd/{fd}"
@@ -137,10 +149,11 @@ class Zeroer:
             raise exception.InvalidRange(
                 path=path, reason=f"offset {offset} and length {length} must not be negative"
             )
-        if block and offset + length > size:
+        if offset + length > size and (block or not extend):
+            what = "device" if block else "file"
             raise exception.InvalidRange(
                 path=path,
-                reason=f"{offset}+{length} ends past the device's {size} bytes; shorten the range",
+                reason=f"{offset}+{length} ends past the {what}'s {size} bytes; shorten the range",
             )
         if length == 0:
             return ZeroResult("none", 0, 0.0)

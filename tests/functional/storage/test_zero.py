@@ -62,7 +62,10 @@ def test_zero_past_eof_extends_like_writing(make_filesystem, kind):
     mount = make_filesystem(kind)
     path = os.path.join(mount.path, "disk.raw")
     util.fill(path, MiB)
-    result = zero.Zeroer().zero(path, 2 * MiB, MiB)
+    with pytest.raises(exception.InvalidRange, match="past the file's"):
+        zero.Zeroer().zero(path, 2 * MiB, MiB)
+    assert os.stat(path).st_size == MiB
+    result = zero.Zeroer().zero(path, 2 * MiB, MiB, extend=True)
     assert os.stat(path).st_size == 3 * MiB
     assert util.read(path, 0, MiB) == util.expected_pattern(0, MiB)
     assert util.read(path, MiB, 2 * MiB).count(0) == 2 * MiB
