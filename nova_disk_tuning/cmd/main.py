@@ -14,7 +14,9 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
@@ -80,6 +82,28 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise Terminated()
 
 
+def _deliver_again(hook: Any) -> Callable[[Any], None]:
+    """A sys.unraisablehook that gives a swallowed SIGTERM a second chance.
+
+    Python runs the handler between any two bytecodes, also inside code that
+    cannot propagate an exception (an os.fork() handler of logging, run by
+    every subprocess start): there Terminated is only printed as "Exception
+    ignored" and the command would go on. So it is delivered again 10 ms
+    later (SIGALRM, same handler), outside that code; a signal sent to
+    ourselves right away would run the handler inside this hook and be
+    swallowed again.
+    """
+
+    def unraisable(args: Any) -> None:
+        if isinstance(args.exc_value, Terminated):
+            signal.signal(signal.SIGALRM, _terminate)
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            return
+        hook(args)
+
+    return unraisable
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     # A service manager or an operator's kill stops a command with SIGTERM:
     # undo half-made work exactly as for Ctrl-C (default: die on the spot).
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _deliver_again(sys.unraisablehook)
     try:
         return _run(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def _run(args: argparse.Namespace) -> int:
