@@ -9,10 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.images.source import Source, open_source
 
 ProgressCallback = Callable[[float], None]
 _CHUNK = 8 << 20
@@ -30,7 +31,9 @@ class LocalFileFetcher:
     Holes stay holes (SEEK_DATA/SEEK_HOLE) and the data goes through
     copy_file_range, which the kernel may turn into a reflink or a
     server-side copy. Across file systems the kernel refuses it (EXDEV since
-    Linux 5.19); then plain reads and writes do, remembered per fetcher.
+    Linux 5.19); then plain reads and writes do, remembered per fetcher. A
+    block device is copied whole, as large as the device, with reads and
+    writes.
     """
 
     def __init__(self) -> None:
@@ -38,15 +41,21 @@ class LocalFileFetcher:
 
     def fetch(self, source: str, dest: str, progress: ProgressCallback | None = None) -> int:
         path = local_path(source)
+        # Checked before the first read and copied from the checked
+        # descriptor: a FIFO would block the copy forever, /dev/zero would
+        # never end, an empty or truncated image would become an all-zero disk.
+        with open_source(path) as (src_fd, checked):
+            self._copy_into(src_fd, checked, dest, progress)
+        return checked.size
+
+    def _copy_into(
+        self, src_fd: int, source: Source, dest: str, progress: ProgressCallback | None
+    ) -> None:
+        size = source.size
         try:
-            src_fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise exception.ImageNotFound(path=path) from None
-        try:
-            size = os.fstat(src_fd).st_size
             dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                self._copy(src_fd, dst_fd, size, progress)
+                self._copy(src_fd, dst_fd, source, progress)
                 os.ftruncate(dst_fd, size)
             finally:
                 os.close(dst_fd)
@@ -56,33 +65,30 @@ class LocalFileFetcher:
                 raise exception.InsufficientStorage(
                     path=dest, wanted=size, free=stat.f_bavail * stat.f_frsize
                 ) from None
-            raise exception.ImageError(path=path, reason=f"copy to {dest} failed: {exc}") from None
-        finally:
-            os.close(src_fd)
-        return size
+            raise exception.ImageError(
+                path=source.path, reason=f"copy to {dest} failed: {exc}"
+            ) from None
 
-    def _copy(self, src: int, dst: int, size: int, progress: ProgressCallback | None) -> None:
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(src, offset, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # only a hole remains
-                    break
-                raise
-            end = os.lseek(src, start, os.SEEK_HOLE)
+    def _copy(self, src: int, dst: int, source: Source, progress: ProgressCallback | None) -> None:
+        # A block device is copied whole with reads and writes: lseek(SEEK_DATA)
+        # on one fails with EINVAL (Linux's fixed_size_llseek knows only SET,
+        # CUR and END) and so does copy_file_range (not a regular file), which
+        # must not turn copy_file_range off for the files this fetcher copies.
+        block = source.kind == "block device"
+        extents = [(0, source.size)] if block else _data_extents(src, source.size)
+        for start, end in extents:
             position = start
             while position < end:
-                copied = self._copy_chunk(src, dst, min(_CHUNK, end - position), position)
+                length = min(_CHUNK, end - position)
+                copied = self._copy_chunk(src, dst, length, position, ranged=not block)
                 if copied == 0:
                     raise OSError(errno.EIO, "source shrank while copying")
                 position += copied
                 if progress is not None:
-                    progress(100.0 * position / size)
-            offset = end
+                    progress(100.0 * position / source.size)
 
-    def _copy_chunk(self, src: int, dst: int, length: int, offset: int) -> int:
-        if self._copy_file_range:
+    def _copy_chunk(self, src: int, dst: int, length: int, offset: int, ranged: bool) -> int:
+        if ranged and self._copy_file_range:
             try:
                 return os.copy_file_range(src, dst, length, offset, offset)
             except OSError as exc:
@@ -95,6 +101,20 @@ class LocalFileFetcher:
             written = os.pwrite(dst, view, offset)
             view, offset = view[written:], offset + written
         return len(data)
+
+
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each data extent of a regular file: its holes are skipped."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole remains
+                return
+            raise
+        offset = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, offset
 
 
 def local_path(source: str) -> str:

@@ -4,18 +4,21 @@ qemu-img follows what an image header says: a backing file or a qcow2
 external data file can make it read (and a guest see) any host file, and some
 VMDK create-types name extent files anywhere on the host (CVE-2024-32498).
 So the format is detected from the bytes by oslo.utils' format inspector, not
-by qemu-img, and anything that points outside the image is rejected.
+by qemu-img, and anything that points outside the image is rejected. The
+bytes are read through the descriptor images/source.py opened and checked
+(a non-empty, untruncated regular file or block device), never by opening
+the path a second time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 from oslo_utils.imageutils import format_inspector
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.images import source as image_source
 
 LOG = logging.getLogger(__name__)
 
@@ -24,6 +27,9 @@ ALLOWED_VMDK_TYPES = frozenset({"monolithicsparse", "streamoptimized"})
 # A raw disk with a partition table or an ISO 9660 file system is still raw
 # to qemu-img: the inspector names what it found inside.
 RAW_COMPATIBLE = frozenset({"raw", "gpt", "iso"})
+
+# Bytes per read while detecting, as format_inspector.detect_file_format reads.
+_DETECT_CHUNK = 4096
 
 _CHECK_REASONS = {
     "backing_file": "it has a backing file (qemu-img would open a host file)",
@@ -48,17 +54,8 @@ class ImageSafety:
         self.allowed_vmdk_types = frozenset(t.lower() for t in allowed_vmdk_types)
 
     def detect(self, path: str) -> format_inspector.FileInspector:
-        try:
-            inspector = format_inspector.detect_file_format(path)
-        except FileNotFoundError:
-            raise exception.ImageNotFound(path=path) from None
-        except format_inspector.ImageFormatError as exc:
-            raise exception.ImageUnacceptable(
-                path=path, reason=f"its format cannot be determined safely ({exc})"
-            ) from None
-        if inspector is None:
-            raise exception.ImageUnacceptable(path=path, reason="its format cannot be determined")
-        return inspector
+        with image_source.open_source(path) as (fd, _source):
+            return _inspect(fd, path)
 
     def check(
         self, path: str, declared_format: str | None, max_virtual_size: int | None = None
@@ -68,7 +65,8 @@ class ImageSafety:
         ``declared_format`` None means "whatever it is" (detected formats are
         still safety-checked).
         """
-        inspector = self.detect(path)
+        with image_source.open_source(path) as (fd, source):
+            inspector = _inspect(fd, path)
         detected = str(inspector)
         qemu_format = "raw" if detected in RAW_COMPATIBLE else detected
         problems = self._problems(inspector)
@@ -84,8 +82,9 @@ class ImageSafety:
             )
         size = inspector.virtual_size
         if qemu_format == "raw":
-            # The inspector stops reading early; a raw disk is as large as its file.
-            size = os.path.getsize(path)
+            # The inspector stops reading early; a raw disk is as large as its
+            # file or device (st_size of a block device is 0).
+            size = source.size
         if max_virtual_size is not None and size > max_virtual_size:
             raise exception.ImageUnacceptable(
                 path=path,
@@ -110,3 +109,27 @@ class ImageSafety:
         except format_inspector.ImageFormatError as exc:
             return [f"it cannot be safety-checked ({exc})"]
         return []
+
+
+def _inspect(fd: int, path: str) -> format_inspector.FileInspector:
+    """The format inspector's verdict on the open image ``fd`` (read from its start).
+
+    What ``format_inspector.detect_file_format`` does, on a descriptor that
+    was checked instead of on a path it would open again.
+    """
+    try:
+        with open(fd, "rb", closefd=False) as handle:
+            wrapper = format_inspector.InspectWrapper(handle)
+            try:
+                while wrapper.format is None and wrapper.read(_DETECT_CHUNK):
+                    pass
+            finally:
+                wrapper.close()
+            inspector = wrapper.format
+    except format_inspector.ImageFormatError as exc:
+        raise exception.ImageUnacceptable(
+            path=path, reason=f"its format cannot be determined safely ({exc})"
+        ) from None
+    if inspector is None:
+        raise exception.ImageUnacceptable(path=path, reason="its format cannot be determined")
+    return inspector
