@@ -14,7 +14,9 @@ can only belong to a dead process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import hashlib
 import json
@@ -23,7 +25,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from oslo_concurrency import lockutils
@@ -113,25 +115,31 @@ class ImageCache:
         declared_format: str | None,
         max_virtual_size: int | None = None,
         progress: Callable[[float], None] | None = None,
+        hold: contextlib.ExitStack | None = None,
     ) -> CachedImage:
         """The cached image ``image_id``, built from ``source`` if not cached yet.
 
         Concurrent callers (threads or processes) of one image wait for the
-        first and reuse its result.
+        first and reuse its result. With ``hold``, the entry is marked in use
+        until that stack closes, so ``prune`` cannot remove it while the
+        caller still makes disks from it.
         """
         path = self.entry_path(image_id)
         os.makedirs(self.base_dir, exist_ok=True)
         os.makedirs(self.lock_dir, exist_ok=True)
         with self._lock(path):
             cached = self._reuse(image_id, path, max_virtual_size)
-            if cached is not None:
-                return cached
-            self._remove_stale(path)
-            limiter = diskops.DiskOpsLimiter(self.conf, self.lock_dir)
-            with limiter.slot(f"image {image_id}"):
-                return self._build(
-                    image_id, path, source, declared_format, max_virtual_size, progress
-                )
+            if cached is None:
+                self._remove_stale(path)
+                limiter = diskops.DiskOpsLimiter(self.conf, self.lock_dir)
+                with limiter.slot(f"image {image_id}"):
+                    cached = self._build(
+                        image_id, path, source, declared_format, max_virtual_size, progress
+                    )
+            if hold is not None:
+                # Taken before the entry lock is released: no prune in between.
+                hold.enter_context(_in_use(path))
+            return cached
 
     def _reuse(self, image_id: str, path: str, max_size: int | None) -> CachedImage | None:
         meta = _read_meta(path)
@@ -170,7 +178,13 @@ class ImageCache:
                 source, part, _scaled(progress, 0.0, fetch_share)
             )
             # Safety first: nothing else (qemu-img included) reads it before.
-            found = self.safety.check(part, declared_format, max_size)
+            try:
+                found = self.safety.check(part, declared_format, max_size)
+            except exception.ImageUnacceptable as exc:
+                # Name the operator's image, not our temporary copy of it.
+                raise exception.ImageUnacceptable(
+                    path=source, reason=exc.kwargs.get("reason", str(exc))
+                ) from None
             info = self.qemu_img.info(part, found.format)
             if info.backing_file:
                 raise exception.ImageUnacceptable(
@@ -261,8 +275,12 @@ class ImageCache:
                     continue
                 if age < max_age:
                     continue
+                if _used_by_a_spawn(entry.path):
+                    LOG.info("keeping %s: a spawn is making disks from it", entry.path)
+                    continue
                 os.unlink(entry.path)
                 _unlink_quietly(_meta_path(entry.path))
+                _unlink_quietly(_use_lock_path(entry.path))
                 _fsync_dir(self.base_dir)
             LOG.info("removed %s (image %s), unused for %d s", entry.path, entry.image_id, age)
             removed.append(entry.path)
@@ -277,6 +295,36 @@ class ImageCache:
                 directory = os.path.dirname(candidate)
                 found.add(os.path.realpath(os.path.join(directory, backing)))
         return found
+
+
+def _use_lock_path(path: str) -> str:
+    return f"{path}.use"
+
+
+@contextlib.contextmanager
+def _in_use(path: str) -> Iterator[None]:
+    """A shared flock on the entry's use lock: any number of spawns at once."""
+    fd = os.open(_use_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _used_by_a_spawn(path: str) -> bool:
+    """Whether a spawn holds the entry's use lock (prune takes it exclusively)."""
+    try:
+        fd = os.open(_use_lock_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def qcow2_backing_file(path: str) -> str | None:

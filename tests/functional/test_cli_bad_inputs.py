@@ -453,9 +453,13 @@ def run(work: Work, config: Path, argv: list[str], ok: bool = False) -> subproce
     return result
 
 
-# instances_path itself and its lock directory may be created by any command
-# that takes a lock; they hold no data.
-INFRASTRUCTURE = {"instances", os.path.join("instances", "locks")}
+# instances_path itself, its lock directory and the (empty) image cache
+# directory may be created by any command that takes a lock; they hold no data.
+INFRASTRUCTURE = {
+    "instances",
+    os.path.join("instances", "locks"),
+    os.path.join("instances", "_base"),
+}
 
 
 def snapshot(root: Path) -> set[str]:

@@ -32,6 +32,7 @@ off: the test driver cannot keep a guest running across processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -229,17 +230,13 @@ class LibvirtDriver:
                 f"instance directory {claim.directory}", lambda: self.store.remove(instance.uuid)
             )
             try:
-                result = self._spawn(
-                    instance,
-                    image,
-                    flavor,
-                    block_device_info,
-                    start,
-                    progress,
-                    undo,
-                    claim,
-                    backend,
-                )
+                # The base image stays in use (safe from `cache prune`) until
+                # every disk made from it exists.
+                with contextlib.ExitStack() as hold:
+                    result = self._spawn(
+                        instance, image, flavor, block_device_info, start, progress, undo, claim,
+                        backend, hold,
+                    )  # fmt: skip
             except BaseException:
                 undo.run()
                 raise
@@ -278,6 +275,7 @@ class LibvirtDriver:
         undo: _Undo,
         claim: SpawnClaim,
         backend: Any,
+        hold: contextlib.ExitStack,
     ) -> SpawnResult:
         name, uuid = instance.name, instance.uuid
         instance_dir = claim.directory
@@ -296,7 +294,12 @@ class LibvirtDriver:
 
         max_size = flavor.root_gb * GiB if flavor.root_gb else None
         cached = self.image_cache.fetch(
-            image.id, image.source, image.disk_format, max_virtual_size=max_size, progress=progress
+            image.id,
+            image.source,
+            image.disk_format,
+            max_virtual_size=max_size,
+            progress=progress,
+            hold=hold,
         )
         LOG.info(
             "Instance %s: base image %s %s (%s)",

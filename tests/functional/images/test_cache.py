@@ -265,13 +265,9 @@ def test_hostile_images_rejected_and_not_cached(conf, tmp_path, name):
     assert cache_files(cache) == []
 
 
-def test_relative_instances_path_gives_absolute_entries(
-    make_conf, qcow2_image, tmp_path, monkeypatch
-):
-    """Entries become backing file names: a relative one would resolve against the overlay."""
+def test_relative_instances_path_is_refused(make_conf, monkeypatch, tmp_path):
+    """Entries become backing file names, and instances would land wherever a command runs."""
     monkeypatch.chdir(tmp_path)
-    cache = ImageCache(make_conf(DEFAULT={"instances_path": "relative/instances"}))
-    entry = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
-    assert os.path.isabs(entry.path)
-    assert entry.path.startswith(str(tmp_path / "relative" / "instances") + os.sep)
-    assert os.path.isfile(entry.path)
+    with pytest.raises(exception.InvalidConfig, match="must be an absolute directory path"):
+        make_conf(DEFAULT={"instances_path": "relative/instances"})
+    assert not (tmp_path / "relative").exists()
