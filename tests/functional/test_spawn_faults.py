@@ -249,3 +249,24 @@ def test_prune_racing_spawns(tmp_path, image):
         root = next(d for d in disks if d["kind"] == "root")
         compare = subprocess.run(["qemu-img", "compare", "-q", image, root["path"]])
         assert compare.returncode == 0
+
+
+def test_one_corrupt_instance_does_not_hide_the_others(tmp_path, image):
+    config = write_conf(tmp_path, "none", "qcow2")
+    for name in ("good", "bad"):
+        assert cli(config, "spawn", name, "--image", image).returncode == 0
+    bad = next(r for r in listed(config) if r["name"] == "bad")
+    # A new process: the test driver defines both again from libvirt.xml.
+    (tmp_path / "instances" / bad["uuid"] / "libvirt.xml").write_text("<domain><name>")
+    rows = {r["name"]: r for r in listed(config)}
+    assert rows["good"]["state"] == "shutoff"
+    state = rows["bad"]["state"]
+    assert state.startswith("error: ") and f"{bad['uuid']}/libvirt.xml" in state
+    table = cli(config, "list")
+    assert table.returncode == 0 and "Traceback" not in table.stderr
+    # A corrupt record is listed under its uuid, and destroy removes it.
+    (tmp_path / "instances" / bad["uuid"] / "instance.json").write_text("{")
+    rows = {r["name"]: r for r in listed(config)}
+    assert rows[bad["uuid"]]["state"] == "broken"
+    assert cli(config, "destroy", bad["uuid"]).returncode == 0
+    assert [r["name"] for r in listed(config)] == ["good"]

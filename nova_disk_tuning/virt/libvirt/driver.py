@@ -661,8 +661,9 @@ class LibvirtDriver:
             domain = self.ensure_defined(record)
             return POWER_STATES.get(domain.state()[0], "unknown")
         except exception.NovaDiskTuningException as exc:
-            LOG.warning("Instance %s: %s", record["name"], exc)
-            return f"error: {exc}"
+            where = self.store.xml_path(record["uuid"])
+            LOG.warning("Instance %s (%s): %s", record["name"], where, exc)
+            return f"error: {where}: {exc}"
 
     def get_record(self, instance_name: str) -> dict[str, Any]:
         return self._created(instance_name)
