@@ -72,6 +72,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not (args.verbose or args.debug):
+        # oslo.utils' format inspector warns about every unsafe image it sees;
+        # our own error line already says why the image is refused.
+        logging.getLogger("oslo_utils.imageutils.format_inspector").setLevel(logging.ERROR)
 
 
 class Terminated(KeyboardInterrupt):
