@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 
@@ -10,6 +11,7 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
+from nova_disk_tuning.images import publish
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.images.safety import ImageSafety
@@ -61,14 +63,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    if os.path.exists(args.dst):
-        raise exception.ImageError(
-            path=args.dst, reason="the destination exists; remove it or choose another name"
-        )
+    # Refuse early what cannot be published; link(2) checks again at the end.
+    publish.check_destination(args.dst)
     found = ImageSafety().check(args.src, args.source_format)
     qemu_img = QemuImg(conf)
-    with common.progress(f"convert {os.path.basename(args.src)}", enabled=not args.json) as bar:
-        result = qemu_img.convert(args.src, args.dst, found.format, args.output_format, bar)
+    # Work under a locked temporary name beside DST and publish it only if
+    # nothing is at DST by then: a failed, killed or racing run never leaves
+    # a partial DST nor removes anything it did not make.
+    with publish.StagedFile(args.dst) as staged:
+        with common.progress(f"convert {os.path.basename(args.src)}", enabled=not args.json) as bar:
+            result = qemu_img.convert(
+                args.src, staged.path, found.format, args.output_format, bar, fresh_target=True
+            )
+        staged.publish()
+    # The temporary name is gone: show the command as run for the final name.
+    result = dataclasses.replace(result, command=[*result.command[:-1], args.dst])
     if args.json:
         common.print_json({"source_format": found.format, **result.to_dict()})
     else:
@@ -121,6 +130,11 @@ def cache_list_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
 
 
 def cache_prune_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
+    if args.max_age is not None and not args.max_age >= 0:
+        raise exception.InvalidConfig(
+            reason=f"--max-age {args.max_age:g}: give 0 or more seconds "
+            "(0 removes every unused entry)"
+        )
     removed = ImageCache(conf).prune(max_age=args.max_age)
     if args.json:
         common.print_json({"removed": removed})

@@ -178,13 +178,7 @@ class ImageCache:
                 source, part, _scaled(progress, 0.0, fetch_share)
             )
             # Safety first: nothing else (qemu-img included) reads it before.
-            try:
-                found = self.safety.check(part, declared_format, max_size)
-            except exception.ImageUnacceptable as exc:
-                # Name the operator's image, not our temporary copy of it.
-                raise exception.ImageUnacceptable(
-                    path=source, reason=exc.kwargs.get("reason", str(exc))
-                ) from None
+            found = self.safety.check(part, declared_format, max_size)
             info = self.qemu_img.info(part, found.format)
             if info.backing_file:
                 raise exception.ImageUnacceptable(
@@ -209,6 +203,15 @@ class ImageCache:
             _write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
             os.rename(staged, path)
             _fsync_dir(self.base_dir)
+        except exception.ImageUnacceptable as exc:
+            for leftover in (part, converted):
+                _unlink_quietly(leftover)
+            if exc.kwargs.get("path") != part:
+                raise
+            # Name the operator's image, not our temporary copy of it.
+            raise exception.ImageUnacceptable(
+                path=source, reason=exc.kwargs.get("reason", str(exc))
+            ) from None
         except BaseException:
             for leftover in (part, converted):
                 _unlink_quietly(leftover)

@@ -77,11 +77,19 @@ class ConvertResult:
         return dataclasses.asdict(self)
 
 
-def _die_with_parent() -> None:
-    # A killed caller must not leave qemu-img writing on: PR_SET_PDEATHSIG
-    # (prctl option 1) sends SIGKILL to the child when its parent dies.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when ``parent`` dies."""
+
+    def preexec() -> None:
+        # A killed caller must not leave qemu-img writing on: PR_SET_PDEATHSIG
+        # (prctl option 1) sends SIGKILL to the child when its parent dies.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            # The parent died between fork and prctl: nobody would kill us.
+            os._exit(1)
+
+    return preexec
 
 
 def _split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -227,7 +235,7 @@ class QemuImg:
             argv.append(str(size))
         created = not os.path.exists(path)
         try:
-            self._run("create", path, argv)
+            self._run("create", path, argv, wanted=size or 0)
             if done == "space" and not self._preallocate(path, fmt, size, backing, backing_format):
                 done = "none"
                 reason = f"{reason}; the file system cannot fallocate, so it stays sparse"
@@ -296,8 +304,16 @@ class QemuImg:
         dst_format: str,
         progress: ProgressCallback | None = None,
         preallocation: str | None = None,
+        fresh_target: bool = False,
     ) -> ConvertResult:
-        """Convert ``src`` into ``dst``, safely flushed and as fast as the storage allows."""
+        """Convert ``src`` into ``dst``, safely flushed and as fast as the storage allows.
+
+        ``fresh_target``: ``dst`` is an empty file the caller has just made
+        and removes on failure (a locked temporary name, see
+        :mod:`~nova_disk_tuning.images.publish`). It is prepared like a
+        target made here (preallocated, ``-n --target-is-zero``) but never
+        removed here.
+        """
         if not src_format or not dst_format:
             raise exception.ImageError(path=src, reason="convert needs both formats (-f and -O)")
         if not os.path.exists(src):
@@ -324,16 +340,19 @@ class QemuImg:
             argv.append("-p")
 
         created = not os.path.exists(dst)
+        fresh = created or fresh_target
         started = time.monotonic()
         done = "none"
         target_is_zero = False
         try:
-            if created and tuning.convert_target_is_zero and self.supports_target_is_zero():
-                done = self._make_target(dst, dst_format, virtual_size, wanted)
+            if fresh and tuning.convert_target_is_zero and self.supports_target_is_zero():
+                done = self._make_target_for(
+                    src, dst, dst_format, virtual_size, wanted, fresh_target
+                )
                 argv += ["-n", "--target-is-zero"]
                 target_is_zero = True
                 reasons.append(f"target created here ({done}), so -n --target-is-zero")
-            elif created and wanted != "none":
+            elif fresh and wanted != "none":
                 reasons.append("target made by qemu-img itself: not preallocated")
             prepare = time.monotonic() - started
             argv += [src, dst]
@@ -381,12 +400,33 @@ class QemuImg:
         reasons.append(f"-T {wanted}: [disk_tuning] convert_source_cache")
         return wanted
 
-    def _make_target(self, dst: str, fmt: str, size: int, wanted: str) -> str:
-        """Create a zeroed target of ``size``; return the preallocation done."""
+    def _make_target_for(
+        self, src: str, dst: str, fmt: str, size: int, wanted: str, exists: bool
+    ) -> str:
+        """_make_target, with a file too large for the file system said of ``src``."""
+        try:
+            return self._make_target(dst, fmt, size, wanted, exists)
+        except OSError as exc:
+            if exc.errno != errno.EFBIG:
+                raise
+            directory = os.path.dirname(os.path.abspath(dst))
+            raise exception.ImageUnacceptable(
+                path=src,
+                reason=f"its virtual size ({size} bytes) is larger than the largest file "
+                f"{self.probe.fs_type(directory)} at {directory} can hold (EFBIG). Use a "
+                "smaller image, or a file system with larger files (xfs)",
+            ) from None
+
+    def _make_target(self, dst: str, fmt: str, size: int, wanted: str, exists: bool = False) -> str:
+        """Create a zeroed target of ``size``; return the preallocation done.
+
+        ``exists``: ``dst`` is the caller's empty file; it is reused as it is
+        (same inode: the caller's lock on it stays valid), never re-created.
+        """
         if fmt != "raw":
             # performance -> standalone qcow2 with preallocation=falloc.
             return self.create(dst, fmt, size, preallocation=wanted).preallocation
-        with open(dst, "xb") as handle:
+        with open(dst, "r+b" if exists else "xb") as handle:
             os.ftruncate(handle.fileno(), size)
         if wanted == "none":
             return "none"
@@ -404,7 +444,9 @@ class QemuImg:
         path: str,
         argv: Sequence[str],
         prlimit: processutils.ProcessLimits | None = None,
+        wanted: int = 0,
     ) -> tuple[str, str]:
+        """Run qemu-img; ``wanted``: the bytes it may allocate (for ENOSPC messages)."""
         LOG.debug("running %s", " ".join(argv))
         # processutils hands env_variables to Popen as the *whole* environment:
         # keep PATH and the rest, and only pin the locale we parse messages in.
@@ -418,7 +460,9 @@ class QemuImg:
                 command=command, path=path, reason="qemu-img is not installed (package qemu-utils)"
             ) from None
         except processutils.ProcessExecutionError as exc:
-            raise self._error(command, path, exc.exit_code, exc.stderr or "", prlimit) from None
+            raise self._error(
+                command, path, exc.exit_code, exc.stderr or "", prlimit, wanted
+            ) from None
 
     def _error(
         self,
@@ -427,6 +471,7 @@ class QemuImg:
         exit_code: object,
         stderr: str,
         prlimit: processutils.ProcessLimits | None,
+        wanted: int = 0,
     ) -> exception.ImageError:
         if prlimit is not None and (exit_code in _LIMIT_SIGNALS or _ALLOC_FAILURE.search(stderr)):
             limits = (
@@ -434,7 +479,7 @@ class QemuImg:
             )
             return exception.ImageLimitExceeded(command=command, path=path, limits=limits)
         if _ENOSPC.search(stderr):
-            return _insufficient(path)
+            return _insufficient(path, wanted)
         if "No such file or directory" in stderr:
             return exception.ImageNotFound(path=path)
         reason = (stderr.strip() or f"exit code {exit_code}").splitlines()[-1]
@@ -463,7 +508,11 @@ class QemuImg:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "LC_ALL": "C", "LANG": "C"},
-                preexec_fn=_die_with_parent,
+                # preexec_fn is acceptable: when the CLI starts qemu-img its only other
+                # thread, if any, is rich's progress refresher, which holds no lock the child
+                # needs; PR_SET_PDEATHSIG fires when the parent *thread* exits, and this one
+                # waits for the child below, so only the death of the process fires it.
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except FileNotFoundError:
             raise exception.QemuImgError(
@@ -472,18 +521,28 @@ class QemuImg:
         assert child.stdout is not None
         tail = b""
         messages: list[str] = []
-        while chunk := child.stdout.read1(65536):
-            lines, tail = _split_lines(tail + chunk)
-            for line in lines:
-                values = [float(m.group(1)) for m in _PROGRESS.finditer(line)]
-                if not values and line.strip():
-                    messages.append(line.decode(errors="replace").strip())
-                if progress is not None:
-                    for value in values:
-                        progress(value)
+        try:
+            while chunk := child.stdout.read1(65536):
+                lines, tail = _split_lines(tail + chunk)
+                for line in lines:
+                    values = [float(m.group(1)) for m in _PROGRESS.finditer(line)]
+                    if not values and line.strip():
+                        messages.append(line.decode(errors="replace").strip())
+                    if progress is not None:
+                        for value in values:
+                            progress(value)
+            code = child.wait()
+        except BaseException:
+            # Ctrl-C, SIGTERM (cmd.main.Terminated) or a failing progress
+            # callback: stop qemu-img and reap it before the caller's clean-up
+            # removes the target, so nothing writes on while it runs.
+            child.kill()
+            child.wait()
+            raise
+        finally:
+            child.stdout.close()
         if tail.strip() and not _PROGRESS.search(tail):
             messages.append(tail.decode(errors="replace").strip())
-        code = child.wait()
         seconds = time.monotonic() - started
         if code != 0:
             output = "\n".join(messages)
