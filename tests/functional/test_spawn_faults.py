@@ -270,3 +270,20 @@ def test_one_corrupt_instance_does_not_hide_the_others(tmp_path, image):
     assert rows[bad["uuid"]]["state"] == "broken"
     assert cli(config, "destroy", bad["uuid"]).returncode == 0
     assert [r["name"] for r in listed(config)] == ["good"]
+
+
+def test_instances_path_on_a_read_only_file_system(tmp_path, image):
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        config = tmp_path / "nova.conf"
+        config.write_text(
+            f"[DEFAULT]\ninstances_path = {mount}\n[libvirt]\nconnection_uri = test:///default\n"
+        )
+        run = cli(config, "spawn", "vm", "--image", image)
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        (line,) = [ln for ln in run.stderr.splitlines() if ln.strip()]
+        assert "instances_path" in line and str(mount) in line and "read-only" in line
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
