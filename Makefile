@@ -63,8 +63,8 @@ genconfig-check: $(STAMP_PY)
 
 # The decision table of the tuning policy, generated from tuning.py itself.
 docs-rules: $(STAMP_PY)
-	$(BIN)/python -m nova_disk_tuning.virt.libvirt.rules > doc/source/tuning-rules.rst
-	$(BIN)/python -m nova_disk_tuning.virt.libvirt.rules --readme README.rst
+	$(BIN)/python -m nova_disk_tuning.virt.libvirt.tuning.rules > doc/source/tuning-rules.rst
+	$(BIN)/python -m nova_disk_tuning.virt.libvirt.tuning.rules --readme README.rst
 
 releasenotes: $(STAMP_PY)
 	$(BIN)/reno lint

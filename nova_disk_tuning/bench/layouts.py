@@ -221,8 +221,8 @@ class _Remover:
 def _tuned_cell(conf: cfg.ConfigOpts, layout: Layout, path: str, caps: object) -> Cell | None:
     """The cache/io cell tuning.decide() picks for this very file."""
     from nova_disk_tuning.storage.probe import StorageProbe
-    from nova_disk_tuning.virt.libvirt import tuning
-    from nova_disk_tuning.virt.libvirt.facts import DiskFacts
+    from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
+    from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
     probe = StorageProbe()
     allocation = probe.allocation(path)

@@ -19,8 +19,8 @@ from nova_disk_tuning.cmd import common, explain
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.virt.libvirt import audit
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
 from nova_disk_tuning.virt.libvirt.host import Host
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 
 LOG = logging.getLogger(__name__)
 

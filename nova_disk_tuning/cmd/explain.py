@@ -5,7 +5,7 @@ For disks named on the command line, the command measures the facts itself
 exactly as an image backend would, asks libvirt for the host's capabilities
 and prints every decision with its reason. :func:`explanation_rows` and
 :func:`render_explanation` take a finished
-:class:`~nova_disk_tuning.virt.libvirt.tuning.GuestTuning`, so explaining a
+:class:`~nova_disk_tuning.virt.libvirt.tuning.policy.GuestTuning`, so explaining a
 defined instance reuses them unchanged.
 """
 
@@ -25,9 +25,9 @@ from nova_disk_tuning.cmd import common
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe, covers
 from nova_disk_tuning.virt.libvirt import loader
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, format_version
 from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning import GuestTuning, tune_guest
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, format_version
+from nova_disk_tuning.virt.libvirt.tuning.policy import GuestTuning, tune_guest
 
 COLUMNS = ("disk", "setting", "value", "reason")
 SPEC_KEYS = ("path", "name", "format", "type", "bus", "volume")

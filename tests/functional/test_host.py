@@ -6,8 +6,8 @@ import libvirt
 import pytest
 
 from nova_disk_tuning.storage.kernel import io_uring_support
-from nova_disk_tuning.virt.libvirt.facts import version_from_int
 from nova_disk_tuning.virt.libvirt.host import Host
+from nova_disk_tuning.virt.libvirt.tuning.facts import version_from_int
 
 
 @pytest.fixture
@@ -62,9 +62,9 @@ def test_tuned_guest_is_accepted_by_this_libvirt(host, make_conf, tmp_path):
     """The policy, fed this host's real caps, renders XML libvirt validates and keeps."""
     from lxml import etree
 
-    from nova_disk_tuning.virt.libvirt import config
-    from nova_disk_tuning.virt.libvirt.facts import DiskFacts
-    from nova_disk_tuning.virt.libvirt.tuning import tune_guest
+    from nova_disk_tuning.virt.libvirt import domxml as config
+    from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
+    from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
 
     image = tmp_path / "disk"
     image.write_bytes(b"\0" * 65536)

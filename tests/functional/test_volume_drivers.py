@@ -23,8 +23,10 @@ import pytest
 from lxml import etree
 
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import config, loader, tuning
-from nova_disk_tuning.virt.libvirt.facts import HostCaps
+from nova_disk_tuning.virt.libvirt import domxml as config
+from nova_disk_tuning.virt.libvirt import loader
+from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
+from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps
 from tests.functional.conftest import MiB, requires_root
 from tests.unit.virt.volume.conftest import connection_info
 

@@ -11,8 +11,8 @@ import pytest
 
 from nova_disk_tuning.cmd import explain, main
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import tuning
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 
 MiB = 1 << 20
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nova_disk_tuning.virt.libvirt import rules
+from nova_disk_tuning.virt.libvirt.tuning import rules
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOC = ROOT / "doc" / "source" / "tuning-rules.rst"
@@ -22,7 +22,7 @@ def test_committed_document_is_up_to_date():
 
 def test_module_prints_the_document_on_stdout_and_nothing_else():
     proc = subprocess.run(
-        [sys.executable, "-m", "nova_disk_tuning.virt.libvirt.rules"],
+        [sys.executable, "-m", "nova_disk_tuning.virt.libvirt.tuning.rules"],
         capture_output=True,
         text=True,
         check=True,

@@ -2,7 +2,7 @@
 
 For every disk of a domain the audit measures the facts the policy decides
 from (allocation, O_DIRECT at the path, block or file, qcow2 virtual size),
-asks :func:`~nova_disk_tuning.virt.libvirt.tuning.tune_guest` what it would
+asks :func:`~nova_disk_tuning.virt.libvirt.tuning.policy.tune_guest` what it would
 choose, and reports where the domain's own ``<driver>`` settings are
 
 * ``unsafe``: a safety rule of :mod:`tuning_checks` is broken (QEMU refuses
@@ -39,10 +39,11 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import config, tuning_checks
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt import domxml
 from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning import DIRECT_CACHES, DiskTuning, GuestTuning, tune_guest
+from nova_disk_tuning.virt.libvirt.tuning import safety
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning, GuestTuning, tune_guest
 
 LOG = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def audit_xml(
         root = etree.fromstring(data)
     except etree.XMLSyntaxError as exc:
         raise exception.InvalidConfig(reason=f"not XML: {exc}") from None
-    guest = config.LibvirtConfigGuest()
+    guest = domxml.LibvirtConfigGuest()
     guest.parse_dom(root)
     name = guest.name or "<unnamed>"
     return name, _Auditor(guest, root, caps, conf, measure).run()
@@ -193,7 +194,7 @@ def audit_xml(
 class _Auditor:
     def __init__(
         self,
-        guest: config.LibvirtConfigGuest,
+        guest: domxml.LibvirtConfigGuest,
         root: etree._Element,
         caps: HostCaps,
         conf: cfg.ConfigOpts,
@@ -207,7 +208,7 @@ class _Auditor:
         self.disks = [
             d
             for d in guest.devices
-            if isinstance(d, config.LibvirtConfigGuestDisk) and d.source_device in AUDITED_DEVICES
+            if isinstance(d, domxml.LibvirtConfigGuestDisk) and d.source_device in AUDITED_DEVICES
         ]
         self.elements = {
             element.find("target").get("dev"): element
@@ -295,16 +296,16 @@ class _Auditor:
     # Disk-level --------------------------------------------------------------
 
     def _disk_findings(
-        self, disk: config.LibvirtConfigGuestDisk, facts: DiskFacts, plan: GuestTuning
+        self, disk: domxml.LibvirtConfigGuestDisk, facts: DiskFacts, plan: GuestTuning
     ) -> list[Finding]:
         policy = plan.disk(facts.name)
         cache, io = disk.driver_cache, disk.driver_io
         checks: list[tuple[str, str, str | None]] = [
             ("unsafe", "native-without-direct-cache",
-             tuning_checks.native_without_direct_cache(io, cache)),
+             safety.native_without_direct_cache(io, cache)),
             ("unsafe", "direct-cache-without-o-direct",
-             tuning_checks.direct_cache_without_o_direct(cache, facts)),
-            ("unsafe", "native-on-sparse-file", tuning_checks.native_on_sparse_file(io, facts)),
+             safety.direct_cache_without_o_direct(cache, facts)),
+            ("unsafe", "native-on-sparse-file", safety.native_on_sparse_file(io, facts)),
             ("inconsistent", "discard-unmap-preallocated", self._trim(disk, facts, policy)),
             ("slow", "threads-on-preallocated", _threads_on_preallocated(disk, facts, policy)),
             ("slow", "writethrough-cache", _writethrough(disk, policy)),
@@ -334,9 +335,9 @@ class _Auditor:
         return results
 
     def _trim(
-        self, disk: config.LibvirtConfigGuestDisk, facts: DiskFacts, policy: DiskTuning
+        self, disk: domxml.LibvirtConfigGuestDisk, facts: DiskFacts, policy: DiskTuning
     ) -> str | None:
-        problem = tuning_checks.trim_unpreallocates(
+        problem = safety.trim_unpreallocates(
             disk.driver_discard, disk.driver_discard_no_unref, facts
         )
         chosen = (policy.discard.value, policy.discard_no_unref.value)
@@ -347,7 +348,7 @@ class _Auditor:
         return problem
 
     def _no_iothread(
-        self, disk: config.LibvirtConfigGuestDisk, facts: DiskFacts, policy: DiskTuning
+        self, disk: domxml.LibvirtConfigGuestDisk, facts: DiskFacts, policy: DiskTuning
     ) -> str | None:
         if facts.bus != "virtio" or disk.driver_iothread is not None:
             return None
@@ -373,10 +374,9 @@ class _Auditor:
 
 
 def _threads_on_preallocated(
-    disk: config.LibvirtConfigGuestDisk, facts: DiskFacts, policy: DiskTuning
+    disk: domxml.LibvirtConfigGuestDisk, facts: DiskFacts, policy: DiskTuning
 ) -> str | None:
-    cache = tuning_checks.effective_cache(disk.driver_cache)
-    if disk.driver_io not in (None, "threads") or cache not in DIRECT_CACHES:
+    if disk.driver_io not in (None, "threads") or not safety.is_direct(disk.driver_cache):
         return None
     if policy.io.value not in ("native", "io_uring"):
         return None
@@ -388,12 +388,12 @@ def _threads_on_preallocated(
         return None
     io = disk.driver_io or "unset (QEMU's default: threads)"
     return (
-        f"io={io} on {what} with cache {cache}: nothing allocates on write, so "
+        f"io={io} on {what} with cache {disk.driver_cache}: nothing allocates on write, so "
         f"{policy.io.value} AIO is safe and faster (no thread pool hand-off)"
     )
 
 
-def _writethrough(disk: config.LibvirtConfigGuestDisk, policy: DiskTuning) -> str | None:
+def _writethrough(disk: domxml.LibvirtConfigGuestDisk, policy: DiskTuning) -> str | None:
     if disk.driver_cache != "writethrough" or policy.cache.value == "writethrough":
         return None
     return (
@@ -405,7 +405,7 @@ def _writethrough(disk: config.LibvirtConfigGuestDisk, policy: DiskTuning) -> st
 # Helpers -------------------------------------------------------------------------
 
 
-def _source(disk: config.LibvirtConfigGuestDisk, index: int) -> DiskSource:
+def _source(disk: domxml.LibvirtConfigGuestDisk, index: int) -> DiskSource:
     name = disk.target_dev or f"disk{index}"
     bus = disk.target_bus or _BUS_BY_PREFIX.get(name[:2], "ide")
     return DiskSource(
@@ -418,7 +418,7 @@ def _source(disk: config.LibvirtConfigGuestDisk, index: int) -> DiskSource:
     )
 
 
-def _suggested_driver(disk: config.LibvirtConfigGuestDisk, policy: DiskTuning) -> str | None:
+def _suggested_driver(disk: domxml.LibvirtConfigGuestDisk, policy: DiskTuning) -> str | None:
     tuned = copy.deepcopy(disk)
     policy.apply(tuned)
     try:

@@ -48,13 +48,15 @@ from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage, ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import guest_builder, iothreads, loader
+from nova_disk_tuning.virt.libvirt import guest as guest_builder
 from nova_disk_tuning.virt.libvirt import instance as instance_mod
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+from nova_disk_tuning.virt.libvirt import loader
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 from nova_disk_tuning.virt.libvirt.host import Host
 from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance
 from nova_disk_tuning.virt.libvirt.store import InstanceStore, SpawnClaim
-from nova_disk_tuning.virt.libvirt.tuning import GuestTuning, tune_guest
+from nova_disk_tuning.virt.libvirt.tuning import iothreads
+from nova_disk_tuning.virt.libvirt.tuning.policy import GuestTuning, tune_guest
 
 LOG = logging.getLogger(__name__)
 
@@ -762,7 +764,7 @@ def _disk_entry(kind: str, disk: GuestDisk, backend: str) -> dict[str, Any]:
 
 def _disk_from_entry(entry: Mapping[str, Any]) -> GuestDisk:
     """A GuestDisk rebuilt from a record, for the backend's destroy()."""
-    from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
+    from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 
     facts = instance_mod.facts_from_dicts([entry["facts"]])[0]
     config = LibvirtConfigGuestDisk(

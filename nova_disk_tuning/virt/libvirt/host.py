@@ -15,7 +15,7 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.storage import kernel
-from nova_disk_tuning.virt.libvirt.facts import HostCaps, Version, version_from_int
+from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps, Version, version_from_int
 
 LOG = logging.getLogger(__name__)
 

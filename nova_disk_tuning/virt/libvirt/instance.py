@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt.facts import Decision, DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.iothreads import DeviceIOThreads, IOThreadPlan
-from nova_disk_tuning.virt.libvirt.tuning import DiskTuning, GuestTuning
+from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.iothreads import DeviceIOThreads, IOThreadPlan
+from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning, GuestTuning
 
 RECORD_VERSION = 1
 GiB = 1 << 30

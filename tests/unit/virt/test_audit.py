@@ -8,9 +8,11 @@ import pytest
 from lxml import etree
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import audit, config, tuning_checks
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.tuning import tune_guest
+from nova_disk_tuning.virt.libvirt import audit
+from nova_disk_tuning.virt.libvirt import domxml as config
+from nova_disk_tuning.virt.libvirt.tuning import safety as tuning_checks
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
 
 GiB = 1 << 30
 HOST = HostCaps(libvirt_version=(9, 0, 0), qemu_version=(7, 2, 0), kernel_io_uring=True)

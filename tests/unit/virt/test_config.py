@@ -9,7 +9,7 @@ import pytest
 from lxml import etree
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import config
+from nova_disk_tuning.virt.libvirt import domxml as config
 from tests.unit.virt.test_config_strategies import assert_xml_equal
 
 SECRET = "a1b2c3d4-0000-4000-8000-123456789abc"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nova_disk_tuning.virt.libvirt import config
+from nova_disk_tuning.virt.libvirt import domxml as config
 from tests.unit.virt import test_config_strategies as strategies
 
 _SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

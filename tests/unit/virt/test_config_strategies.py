@@ -13,7 +13,7 @@ import string
 from hypothesis import strategies as st
 from lxml import etree
 
-from nova_disk_tuning.virt.libvirt import config
+from nova_disk_tuning.virt.libvirt import domxml as config
 
 # -- comparing XML ----------------------------------------------------------------
 

@@ -10,14 +10,14 @@ import pytest
 from lxml import etree
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import guest_builder
+from nova_disk_tuning.virt.libvirt import guest as guest_builder
 from nova_disk_tuning.virt.libvirt import instance as instance_mod
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.driver import _TargetNames, block_device_info_from_files
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 from nova_disk_tuning.virt.libvirt.store import InstanceStore
-from nova_disk_tuning.virt.libvirt.tuning import tune_guest
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
 
 HOST = HostCaps(libvirt_version=(9, 0, 0), qemu_version=(7, 2, 0), kernel_io_uring=False)
 GiB = 1 << 30
@@ -130,7 +130,7 @@ def test_native_guard_refuses_other_caches(driver, shown):
 
 def test_native_guard_runs_in_build_guest(make_conf, monkeypatch):
     # Even if the policy were wrong, the builder refuses what QEMU would refuse.
-    from nova_disk_tuning.virt.libvirt.tuning import DiskTuning
+    from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning
 
     monkeypatch.setattr(
         DiskTuning,

@@ -12,9 +12,9 @@ from oslo_concurrency import processutils
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage
-from nova_disk_tuning.virt.libvirt.imagebackend import Lvm, Rbd, disk_name
-from nova_disk_tuning.virt.libvirt.imagebackend_base import root_size
-from nova_disk_tuning.virt.libvirt.imagebackend_rbd import parse_mon_host, read_mon_host
+from nova_disk_tuning.virt.libvirt.imagebackend.base import disk_name, root_size
+from nova_disk_tuning.virt.libvirt.imagebackend.lvm import Lvm
+from nova_disk_tuning.virt.libvirt.imagebackend.rbd import Rbd, parse_mon_host, read_mon_host
 from tests.unit.virt.test_config_strategies import assert_xml_equal
 
 MiB = 1 << 20

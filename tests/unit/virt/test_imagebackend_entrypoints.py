@@ -15,8 +15,9 @@ import pytest
 from stevedore.extension import ExtensionManager
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import imagebackend, loader
-from nova_disk_tuning.virt.libvirt.imagebackend import ImageBackend
+from nova_disk_tuning.virt.libvirt import loader
+from nova_disk_tuning.virt.libvirt.imagebackend import file, lvm, rbd
+from nova_disk_tuning.virt.libvirt.imagebackend.base import ImageBackend
 
 
 class ExtraBackend(ImageBackend):
@@ -28,11 +29,11 @@ class ExtraBackend(ImageBackend):
 @pytest.mark.parametrize(
     ("images_type", "expected"),
     [
-        ("flat", imagebackend.Flat),
-        ("raw", imagebackend.Flat),
-        ("qcow2", imagebackend.Qcow2),
-        ("lvm", imagebackend.Lvm),
-        ("rbd", imagebackend.Rbd),
+        ("flat", file.Flat),
+        ("raw", file.Flat),
+        ("qcow2", file.Qcow2),
+        ("lvm", lvm.Lvm),
+        ("rbd", rbd.Rbd),
     ],
 )
 def test_every_backend_loads_by_its_images_type(make_conf, images_type, expected):
@@ -46,8 +47,8 @@ def test_every_backend_loads_by_its_images_type(make_conf, images_type, expected
 
 
 def test_default_images_type_loads_qcow2_or_flat(make_conf):
-    assert loader.image_backend(make_conf(DEFAULT={"use_cow_images": True})) is imagebackend.Qcow2
-    assert loader.image_backend(make_conf(DEFAULT={"use_cow_images": False})) is imagebackend.Flat
+    assert loader.image_backend(make_conf(DEFAULT={"use_cow_images": True})) is file.Qcow2
+    assert loader.image_backend(make_conf(DEFAULT={"use_cow_images": False})) is file.Flat
 
 
 def test_a_third_party_backend_is_picked_up(make_conf, tmp_path, monkeypatch):

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import tuning
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps, version_from_int
+from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps, version_from_int
 
 GIB = 1 << 30
 # Debian 12: libvirt 9.0, QEMU 7.2, io_uring allowed.
@@ -512,7 +512,7 @@ def test_apply_sets_driver_attributes(make_conf):
 
 
 def test_apply_renders_with_the_config_objects(make_conf):
-    config = pytest.importorskip("nova_disk_tuning.virt.libvirt.config")
+    config = pytest.importorskip("nova_disk_tuning.virt.libvirt.domxml")
     conf = make_conf(disk_tuning={"detect_zeroes": "on"})
     result = tuning.tune_guest([raw_file(), network(bus="sata")], HOST, conf, 1)
     guest = SimpleNamespace(iothreads=None, devices=[])

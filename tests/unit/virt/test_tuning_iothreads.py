@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import tuning
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.iothreads import plan_iothreads
+from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.iothreads import plan_iothreads
 
 HOST = HostCaps((9, 0, 0), (7, 2, 0), True)
 MAPPING_HOST = HostCaps((10, 0, 0), (9, 0, 0), True)

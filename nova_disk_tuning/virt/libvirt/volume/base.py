@@ -23,9 +23,9 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt.config import IOTUNE_ELEMENTS, LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+from nova_disk_tuning.virt.libvirt.domxml import IOTUNE_ELEMENTS, LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
 LOG = logging.getLogger(__name__)
 

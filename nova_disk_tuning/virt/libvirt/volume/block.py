@@ -14,7 +14,7 @@ from typing import Any
 
 from oslo_log import log as logging
 
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.volume.base import LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.volume.base import LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from nova_disk_tuning.virt.libvirt import loader, tuning
-from nova_disk_tuning.virt.libvirt.facts import HostCaps
+from nova_disk_tuning.virt.libvirt import loader
+from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
+from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps
 from tests.unit.virt.volume.conftest import GIB, FakeProbe, connection_info
 
 # Debian 12: libvirt 9.0, QEMU 7.2, io_uring allowed by the kernel.

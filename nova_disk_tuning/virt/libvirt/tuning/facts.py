@@ -1,7 +1,7 @@
 """What the tuning policy decides from: facts about a disk and the host.
 
 Image backends, volume drivers and ``nova-disk-tuning explain`` *measure*
-these facts and hand them to :mod:`nova_disk_tuning.virt.libvirt.tuning`;
+these facts and hand them to :mod:`nova_disk_tuning.virt.libvirt.tuning.policy`;
 they never decide a setting themselves. This module does no I/O and holds
 no policy, so a backend can import it without importing the policy.
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.virt.libvirt.domxml.disk import DISK_SOURCE_TYPES
 
 Version = tuple[int, int, int]
 DecisionValue = str | int | dict[int, list[int]] | None
 
-SOURCE_TYPES = ("file", "block", "network")
 DISCARD_MODES = ("ignore", "unmap")
 AIO_HINTS = ("native", "threads", "io_uring")
 
@@ -106,8 +106,8 @@ class DiskFacts:
     discard: str | None = None
 
     def __post_init__(self) -> None:
-        if self.source_type not in SOURCE_TYPES:
-            self._invalid(f"source_type {self.source_type!r} is not one of {SOURCE_TYPES}")
+        if self.source_type not in DISK_SOURCE_TYPES:
+            self._invalid(f"source_type {self.source_type!r} is not one of {DISK_SOURCE_TYPES}")
         if self.aio_hint is not None and self.aio_hint not in AIO_HINTS:
             self._invalid(f"aio_hint {self.aio_hint!r} is not one of {AIO_HINTS} or None")
         if self.discard is not None and self.discard not in DISCARD_MODES:

@@ -22,17 +22,16 @@ from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
-from nova_disk_tuning.virt.libvirt.imagebackend_base import (
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
+from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRef,
+    DiskRequest,
     Execute,
     ImageBackend,
     MiB,
-    disk_name,
-    root_size,
 )
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
 LOG = logging.getLogger(__name__)
 _HINT = "check the volume group with vgs/lvs"
@@ -73,44 +72,28 @@ class Lvm(ImageBackend):
 
     # Creation -----------------------------------------------------------------
 
-    def create_root(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        base: CachedImage,
-        size: int | None = None,
-        bus: str = "virtio",
-    ) -> GuestDisk:
-        size = root_size(base, size)
-        volume = self.volume_name(instance_dir, disk_name("root"))
-        path = self._lvcreate(volume, size)
+    def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
+        volume = self.volume_name(disk.instance_dir, disk.name)
+        path = self._lvcreate(volume, disk.size)
         try:
             result = self.qemu_img.convert(base.path, path, base.format, "raw")
         except BaseException:
             self._lvremove(volume)
             raise
-        note = f"thick volume of {size} bytes; base written with {' '.join(result.command)}"
-        return self._guest_disk(target_dev, path, bus, [note])
+        note = f"thick volume of {disk.size} bytes; base written with {' '.join(result.command)}"
+        return self._guest_disk(disk.target_dev, path, disk.bus, [note])
 
-    def create_blank(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        size: int,
-        kind: str = "ephemeral",
-        bus: str = "virtio",
-        index: int = 0,
-        fs_format: str | None = None,
-    ) -> GuestDisk:
-        self._check_blank(target_dev, size, kind, fs_format)
-        volume = self.volume_name(instance_dir, disk_name(kind, index))
-        path = self._lvcreate(volume, size)
+    def _make_blank(self, disk: DiskRequest) -> GuestDisk:
+        volume = self.volume_name(disk.instance_dir, disk.name)
+        path = self._lvcreate(volume, disk.size)
         try:
-            note = self._format(path, kind, fs_format, index) or "unformatted"
+            note = self._format(path, disk.kind, disk.fs_format, disk.index) or "unformatted"
         except BaseException:
             self._lvremove(volume)
             raise
-        return self._guest_disk(target_dev, path, bus, [f"thick {kind} volume, {note}"])
+        return self._guest_disk(
+            disk.target_dev, path, disk.bus, [f"thick {disk.kind} volume, {note}"]
+        )
 
     def _lvcreate(self, volume: str, size: int) -> str:
         group = self.volume_group

@@ -1,9 +1,10 @@
-"""libvirt device config objects: disks, controllers, consoles, addresses.
+"""``<disk>``: the config object of a guest disk, with Nova's attribute names.
 
 Attribute names follow Nova's ``nova.virt.libvirt.config`` where Nova has
-the attribute, so code written against Nova's objects reads the same.
-These classes render exactly what they are given; deciding cache, io,
-discard or IOThreads is ``tuning.py``'s job.
+the attribute, so code written against Nova's objects reads the same; the
+rest of ``<driver>`` (iothread, queues, detect_zeroes, discard_no_unref) is
+here too. It renders exactly what it is given: deciding cache, io, discard
+or IOThreads is the tuning policy's job.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Any
 from lxml import etree
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import config_base as base
+from nova_disk_tuning.virt.libvirt.domxml import base
+from nova_disk_tuning.virt.libvirt.domxml.address import (
+    address_check,
+    parse_address,
+)
 
 DISK_IO_MODES = ("threads", "native", "io_uring")
 DISK_CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
@@ -33,11 +38,6 @@ NETWORK_PROTOCOLS = (
     "rbd", "iscsi", "nbd", "gluster", "sheepdog", "http", "https",
     "ftp", "ftps", "tftp", "vxhs", "nfs",
 )  # fmt: skip
-SCSI_CONTROLLER_MODELS = (
-    "virtio-scsi", "virtio-transitional", "virtio-non-transitional",
-    "lsilogic", "lsisas1068", "lsisas1078", "ibmvscsi", "vmpvscsi",
-)  # fmt: skip
-
 # How many <host> elements each protocol takes (domaincommon.rng): (min, max).
 _HOSTS_PER_PROTOCOL = {"rbd": (0, None), "gluster": (1, None)}
 
@@ -70,88 +70,6 @@ _DRIVER_ATTRS = {
     "driver_discard_no_unref": "discard_no_unref",
 }
 _INT_DRIVER_ATTRS = {"driver_iothread", "driver_queues", "driver_queue_size"}
-
-
-# Device addresses -------------------------------------------------------------
-
-
-class LibvirtConfigGuestDeviceAddress(base.LibvirtConfigObject):
-    """``<address type=...>``; use the PCI or drive subclass."""
-
-    root_name = "address"
-    type = ""
-    fields: tuple[str, ...] = ()
-
-    def format_dom(self) -> etree._Element:
-        element = super().format_dom()
-        element.set("type", self.type)
-        for name in self.fields:
-            element.set(name, self._format_field(name, getattr(self, name)))
-        return element
-
-    def _format_field(self, name: str, value: int) -> str:
-        return str(value)
-
-    def parse_dom(self, xmldoc: etree._Element) -> None:
-        super().parse_dom(xmldoc)
-        for name in self.fields:
-            value = base.parse_int(xmldoc, name, "address", name)
-            setattr(self, name, 0 if value is None else value)
-
-
-class LibvirtConfigGuestDeviceAddressPCI(LibvirtConfigGuestDeviceAddress):
-    type = "pci"
-    fields = ("domain", "bus", "slot", "function")
-    checks = {
-        "domain": base.int_range("address", 0, 0xFFFF),
-        "bus": base.int_range("address", 0, 0xFF),
-        "slot": base.int_range("address", 0, 0x1F),
-        "function": base.int_range("address", 0, 7),
-    }
-    defaults = {"domain": 0, "bus": 0, "slot": 0, "function": 0}
-
-    def _format_field(self, name: str, value: int) -> str:
-        # The widths libvirt itself writes, so our XML diffs cleanly with its.
-        width = {"domain": 4, "bus": 2, "slot": 2, "function": 1}[name]
-        return f"0x{value:0{width}x}"
-
-
-class LibvirtConfigGuestDeviceAddressDrive(LibvirtConfigGuestDeviceAddress):
-    type = "drive"
-    fields = ("controller", "bus", "target", "unit")
-    checks = {name: base.int_range("address", 0, 0xFFFF) for name in fields}
-    defaults = dict.fromkeys(fields, 0)
-
-
-_ADDRESS_TYPES: dict[str, type[LibvirtConfigGuestDeviceAddress]] = {
-    "pci": LibvirtConfigGuestDeviceAddressPCI,
-    "drive": LibvirtConfigGuestDeviceAddressDrive,
-}
-
-
-def parse_device_address(xmldoc: etree._Element) -> LibvirtConfigGuestDeviceAddress:
-    """Build the address object matching ``<address type=...>``."""
-    kind = xmldoc.get("type")
-    cls = _ADDRESS_TYPES.get(kind or "")
-    if cls is None:
-        raise base.invalid("type", "address", kind, ", ".join(map(repr, _ADDRESS_TYPES)))
-    address = cls()
-    address.parse_dom(xmldoc)
-    return address
-
-
-def _address_check(path: str) -> base.Instance:
-    return base.Instance(path, LibvirtConfigGuestDeviceAddress)
-
-
-def _parse_address(obj: Any, xmldoc: etree._Element) -> None:
-    found = xmldoc.find("address")
-    # Address types not modelled here (usb, isa, ...) are left out like
-    # unknown elements; the ones this module renders always come back.
-    if found is None or found.get("type") not in _ADDRESS_TYPES:
-        obj.device_addr = None
-    else:
-        obj.device_addr = parse_device_address(found)
 
 
 class _PortList(base.ListOf):
@@ -217,7 +135,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         **{f"disk_{tag}": base.positive_int("disk/iotune") for tag in IOTUNE_ELEMENTS},
         "logical_block_size": base.enum_int("disk/blockio", 512, 1024, 2048, 4096),
         "physical_block_size": base.enum_int("disk/blockio", 512, 1024, 2048, 4096),
-        "device_addr": _address_check("disk/address"),
+        "device_addr": address_check("disk/address"),
     }
     defaults = {"source_type": "file", "source_device": "disk"}
     kind_attributes = {"type": "source_type", "device": "source_device"}
@@ -425,7 +343,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 self.boot_order = base.parse_int(child, "order", "disk/boot", "boot_order")
             elif child.tag == "alias":
                 self.alias = child.get("name")
-        _parse_address(self, xmldoc)
+        parse_address(self, xmldoc)
 
     def _parse_driver(self, driver: etree._Element) -> None:
         for py, xml in _DRIVER_ATTRS.items():
@@ -453,149 +371,3 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
             self.source_ports = [] if all(p is None for p in ports) else ports
         else:
             self.source_path = source.get("file" if self.source_type == "file" else "dev")
-
-
-# Controllers, character devices, balloon ---------------------------------------
-
-
-class LibvirtConfigGuestController(base.LibvirtConfigObject):
-    """``<controller>``; a virtio-scsi controller can own an IOThread and queues."""
-
-    root_name = "controller"
-    checks = {
-        "type": base.enum(
-            "controller", "scsi", "ide", "sata", "usb", "pci", "virtio-serial", "fdc"
-        ),
-        "model": base.text("controller"),
-        "index": base.int_range("controller", 0, 255),
-        "driver_iothread": base.positive_int("controller/driver"),
-        "driver_queues": base.positive_int("controller/driver"),
-        "device_addr": _address_check("controller/address"),
-    }
-    defaults = {"index": 0}
-    kind_attributes = {"type": "type"}
-
-    def validate(self) -> None:
-        super().validate()
-        if self.type is None:
-            raise base.invalid("type", "controller", None, self.checks["type"].allowed)
-        if self.type == "scsi" and self.model is not None:
-            base.enum("controller", *SCSI_CONTROLLER_MODELS)("model", self.model)
-        if self.driver_iothread is not None and self.model != "virtio-scsi":
-            raise base.invalid(
-                "driver_iothread", "controller/driver", self.driver_iothread,
-                "None unless type='scsi' model='virtio-scsi'",
-            )  # fmt: skip
-
-    def format_dom(self) -> etree._Element:
-        element = super().format_dom()
-        base.set_attrs(element, type=self.type, index=self.index, model=self.model)
-        if self.driver_queues is not None or self.driver_iothread is not None:
-            base.set_attrs(
-                etree.SubElement(element, "driver"),
-                queues=self.driver_queues,
-                iothread=self.driver_iothread,
-            )
-        if self.device_addr is not None:
-            element.append(self.device_addr.format_dom())
-        return element
-
-    def parse_dom(self, xmldoc: etree._Element) -> None:
-        super().parse_dom(xmldoc)
-        self.type = xmldoc.get("type")
-        self.model = xmldoc.get("model")
-        self.index = base.parse_int(xmldoc, "index", "controller", "index")
-        driver = xmldoc.find("driver")
-        if driver is not None:
-            path = "controller/driver"
-            self.driver_queues = base.parse_int(driver, "queues", path, "driver_queues")
-            self.driver_iothread = base.parse_int(driver, "iothread", path, "driver_iothread")
-        _parse_address(self, xmldoc)
-
-
-class LibvirtConfigGuestCharBase(base.LibvirtConfigObject):
-    """A character device backed by a file (a console log) or a pty."""
-
-    target_types: tuple[str, ...] = ()
-    kind_attributes = {"type": "type"}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        cls.checks = {
-            "type": base.enum(cls.root_name, "file", "pty"),
-            "source_path": base.text(f"{cls.root_name}/source"),
-            "target_type": base.enum(f"{cls.root_name}/target", *cls.target_types),
-            "target_port": base.int_range(f"{cls.root_name}/target", 0, 31),
-        }
-        super().__init_subclass__(**kwargs)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.type is None:
-            raise base.invalid("type", self.root_name, None, "'file', 'pty'")
-        if self.type == "file" and self.source_path is None:
-            raise base.invalid(
-                "source_path", f"{self.root_name}/source", None,
-                "an absolute file path when type='file'",
-            )  # fmt: skip
-
-    def format_dom(self) -> etree._Element:
-        element = super().format_dom()
-        element.set("type", self.type)
-        if self.source_path is not None:
-            etree.SubElement(element, "source", path=self.source_path)
-        if self.target_type is not None or self.target_port is not None:
-            base.set_attrs(
-                etree.SubElement(element, "target"), type=self.target_type, port=self.target_port
-            )
-        return element
-
-    def parse_dom(self, xmldoc: etree._Element) -> None:
-        super().parse_dom(xmldoc)
-        self.type = xmldoc.get("type")
-        source = xmldoc.find("source")
-        self.source_path = None if source is None else source.get("path")
-        target = xmldoc.find("target")
-        if target is not None:
-            self.target_type = target.get("type")
-            path = f"{self.root_name}/target"
-            self.target_port = base.parse_int(target, "port", path, "target_port")
-
-
-class LibvirtConfigGuestSerial(LibvirtConfigGuestCharBase):
-    root_name = "serial"
-    target_types = ("isa-serial", "pci-serial", "usb-serial")
-
-
-class LibvirtConfigGuestConsole(LibvirtConfigGuestCharBase):
-    root_name = "console"
-    target_types = ("serial", "virtio")
-
-
-class LibvirtConfigMemoryBalloon(base.LibvirtConfigObject):
-    """``<memballoon>``; model 'none' turns the device off."""
-
-    root_name = "memballoon"
-    checks = {"model": base.enum("memballoon", "virtio", "none", required=True)}
-    defaults = {"model": "none"}
-    kind_attributes = {"model": "model"}
-
-    def format_dom(self) -> etree._Element:
-        element = super().format_dom()
-        element.set("model", self.model)
-        return element
-
-    def parse_dom(self, xmldoc: etree._Element) -> None:
-        super().parse_dom(xmldoc)
-        self.model = xmldoc.get("model")
-
-
-DEVICE_CLASSES: dict[str, type[base.LibvirtConfigObject]] = {
-    cls.root_name: cls
-    for cls in (
-        LibvirtConfigGuestDisk,
-        LibvirtConfigGuestController,
-        LibvirtConfigGuestSerial,
-        LibvirtConfigGuestConsole,
-        LibvirtConfigMemoryBalloon,
-    )
-}

@@ -1,44 +1,6 @@
-"""Image backends: instance disks made from cached base images.
+"""Disks as files in the instance directory: flat (raw) and qcow2 overlays.
 
-One class per ``[libvirt] images_type``, loaded by entry point
-(``nova_disk_tuning.image_backends``: ``flat`` and its alias ``raw``,
-``qcow2``, ``lvm``, ``rbd``). The compute driver builds one per host::
-
-    backend = loader.image_backend(conf)(conf, qemu_img=None, probe=None,
-                                         zeroer=None, execute=None)
-
-Every dependency is injectable and made when None: ``qemu_img``
-(:class:`QemuImg`), ``probe`` (:class:`StorageProbe`), ``zeroer``
-(:class:`Zeroer`) and ``execute``, the runner of external commands
-(``processutils.execute`` signature). ``Lvm`` also takes ``dev_dir`` and
-``Rbd`` takes ``hosts`` (monitors, ``host[:port]``).
-
-Methods (all backends):
-
-``create_root(instance_dir, target_dev, base, size=None, bus="virtio") -> GuestDisk``
-    The root disk from ``base`` (an ``images.cache.CachedImage``). ``size``
-    is the flavor's root disk in bytes; None or 0 means the image's virtual
-    size; smaller than the image is refused (ImageUnacceptable).
-``create_blank(instance_dir, target_dev, size, kind="ephemeral", bus="virtio",
-index=0, fs_format=None) -> GuestDisk``
-    An ephemeral (``disk.eph<index>``) or swap (``disk.swap``) disk. Raw
-    disks (flat files, logical volumes) are formatted where it is cheap:
-    swap always (mkswap), ephemeral with ``fs_format`` (ext2/3/4, xfs, vfat).
-    qcow2 and rbd disks stay unformatted (the guest formats them).
-``destroy(disks) -> list[str]``
-    Remove what a backend created, given GuestDisks, disk configs or paths
-    (rbd: ``pool/name``); what is already gone is skipped. Never the cached
-    base image. Returns what was removed.
-
-Each create measures the disk *after* preallocation and returns
-:class:`GuestDisk` whose config holds only source, target and format and
-whose :class:`DiskFacts` say what was achieved: ``preallocated`` is True
-only when fallocate really covered the disk. Anything a failed create made
-is removed before the error propagates.
-
-Names follow Nova: files ``<instance_dir>/disk``, ``disk.eph0``,
-``disk.swap``; logical volumes and RBD images ``<instance uuid>_disk`` and
-so on, the uuid being the basename of ``instance_dir``.
+The contract is :class:`~nova_disk_tuning.virt.libvirt.imagebackend.base.ImageBackend`'s.
 """
 
 from __future__ import annotations
@@ -52,20 +14,15 @@ from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import covers
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
-from nova_disk_tuning.virt.libvirt.imagebackend_base import (
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
+from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRef,
+    DiskRequest,
     ImageBackend,
-    disk_name,
     remove_file,
-    root_size,
 )
-from nova_disk_tuning.virt.libvirt.imagebackend_lvm import Lvm
-from nova_disk_tuning.virt.libvirt.imagebackend_rbd import Rbd
-
-__all__ = ["Flat", "ImageBackend", "Lvm", "Qcow2", "Rbd", "disk_name"]
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
 LOG = logging.getLogger(__name__)
 
@@ -177,50 +134,32 @@ class Flat(_FileBackend):
 
     name = "flat"
 
-    def create_root(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        base: CachedImage,
-        size: int | None = None,
-        bus: str = "virtio",
-    ) -> GuestDisk:
-        size = root_size(base, size)
+    def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
         notes: list[str] = []
-        with self._creating(instance_dir, disk_name("root")) as path:
+        with self._creating(disk.instance_dir, disk.name) as path:
             # qemu-img convert rather than cp: it reads qcow2 bases too, keeps
             # holes (-S 4k), writes with -t none/-W and flushes once.
             result = self.qemu_img.convert(
                 base.path, path, base.format, "raw", preallocation="none"
             )
             notes.append(f"copied {base.format} base {base.path} with {' '.join(result.command)}")
-            if size > base.virtual_size:
-                self.qemu_img.resize(path, size, "raw")
-                notes.append(f"grown from {base.virtual_size} to {size} bytes")
-            preallocated = self._preallocate(path, size, False, notes)
-            return self._guest_disk(target_dev, path, "raw", bus, preallocated, notes)
+            if disk.size > base.virtual_size:
+                self.qemu_img.resize(path, disk.size, "raw")
+                notes.append(f"grown from {base.virtual_size} to {disk.size} bytes")
+            preallocated = self._preallocate(path, disk.size, False, notes)
+            return self._guest_disk(disk.target_dev, path, "raw", disk.bus, preallocated, notes)
 
-    def create_blank(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        size: int,
-        kind: str = "ephemeral",
-        bus: str = "virtio",
-        index: int = 0,
-        fs_format: str | None = None,
-    ) -> GuestDisk:
-        self._check_blank(target_dev, size, kind, fs_format)
+    def _make_blank(self, disk: DiskRequest) -> GuestDisk:
         notes: list[str] = []
-        with self._creating(instance_dir, disk_name(kind, index)) as path:
+        with self._creating(disk.instance_dir, disk.name) as path:
             with open(path, "xb") as handle:
-                handle.truncate(size)
+                handle.truncate(disk.size)
             # Format before fallocate: mkfs may discard (punch holes in) a
             # file, which would undo the preallocation.
-            note = self._format(path, kind, fs_format, index)
+            note = self._format(path, disk.kind, disk.fs_format, disk.index)
             notes.append(note or "unformatted")
-            preallocated = self._preallocate(path, size, False, notes)
-            return self._guest_disk(target_dev, path, "raw", bus, preallocated, notes)
+            preallocated = self._preallocate(path, disk.size, False, notes)
+            return self._guest_disk(disk.target_dev, path, "raw", disk.bus, preallocated, notes)
 
 
 class Qcow2(_FileBackend):
@@ -228,43 +167,25 @@ class Qcow2(_FileBackend):
 
     name = "qcow2"
 
-    def create_root(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        base: CachedImage,
-        size: int | None = None,
-        bus: str = "virtio",
-    ) -> GuestDisk:
-        size = root_size(base, size)
+    def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
         notes = [f"overlay on {base.path} ({base.format})"]
-        with self._creating(instance_dir, disk_name("root")) as path:
-            preallocated = self._make(path, size, notes, base)
+        with self._creating(disk.instance_dir, disk.name) as path:
+            preallocated = self._make(path, disk.size, notes, base)
             return self._guest_disk(
-                target_dev, path, "qcow2", bus, preallocated, notes, backing=base.path
+                disk.target_dev, path, "qcow2", disk.bus, preallocated, notes, backing=base.path
             )
 
-    def create_blank(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        size: int,
-        kind: str = "ephemeral",
-        bus: str = "virtio",
-        index: int = 0,
-        fs_format: str | None = None,
-    ) -> GuestDisk:
-        self._check_blank(target_dev, size, kind, fs_format)
-        if fs_format is not None:
+    def _make_blank(self, disk: DiskRequest) -> GuestDisk:
+        if disk.fs_format is not None:
             LOG.info(
                 "%s disk %s: qcow2 is not formatted on the host; the guest formats it",
-                kind,
-                target_dev,
+                disk.kind,
+                disk.target_dev,
             )
-        notes = [f"standalone qcow2 {kind} disk, unformatted"]
-        with self._creating(instance_dir, disk_name(kind, index)) as path:
-            preallocated = self._make(path, size, notes)
-            return self._guest_disk(target_dev, path, "qcow2", bus, preallocated, notes)
+        notes = [f"standalone qcow2 {disk.kind} disk, unformatted"]
+        with self._creating(disk.instance_dir, disk.name) as path:
+            preallocated = self._make(path, disk.size, notes)
+            return self._guest_disk(disk.target_dev, path, "qcow2", disk.bus, preallocated, notes)
 
     def _make(
         self, path: str, size: int, notes: list[str], base: CachedImage | None = None

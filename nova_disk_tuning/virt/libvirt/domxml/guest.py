@@ -1,4 +1,4 @@
-"""libvirt domain XML config objects (Nova-compatible names, no policy).
+"""``<domain>``: the guest config object (Nova-compatible names, no policy).
 
 ``LibvirtConfigGuest`` and the device classes translate between Python
 objects and libvirt domain XML.  They render exactly what they are given and
@@ -7,8 +7,8 @@ checked when they are assigned (and again when rendered), so a value libvirt
 would reject fails here, with a message that names the attribute, the element
 and the allowed values.
 
-The device classes live in ``config_devices`` and the machinery in
-``config_base``; every public name is importable from this module.
+``LibvirtConfigGuest`` is the ``<domain>``; the package's ``__init__``
+names every public class and constant.
 """
 
 from __future__ import annotations
@@ -18,60 +18,12 @@ from collections import Counter
 from lxml import etree
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import config_base as base
-from nova_disk_tuning.virt.libvirt.config_base import LibvirtConfigObject
-from nova_disk_tuning.virt.libvirt.config_devices import (
+from nova_disk_tuning.virt.libvirt.domxml import base
+from nova_disk_tuning.virt.libvirt.domxml.base import LibvirtConfigObject
+from nova_disk_tuning.virt.libvirt.domxml.devices import (
     DEVICE_CLASSES,
-    DISK_BUSES,
-    DISK_CACHE_MODES,
-    DISK_DETECT_ZEROES,
-    DISK_DEVICES,
-    DISK_DISCARD_MODES,
-    DISK_ERROR_POLICIES,
-    DISK_FORMATS,
-    DISK_IO_MODES,
-    DISK_RERROR_POLICIES,
-    DISK_SOURCE_TYPES,
-    IOTUNE_ELEMENTS,
-    NETWORK_PROTOCOLS,
-    LibvirtConfigGuestCharBase,
-    LibvirtConfigGuestConsole,
-    LibvirtConfigGuestController,
-    LibvirtConfigGuestDeviceAddress,
-    LibvirtConfigGuestDeviceAddressDrive,
-    LibvirtConfigGuestDeviceAddressPCI,
-    LibvirtConfigGuestDisk,
-    LibvirtConfigGuestSerial,
-    LibvirtConfigMemoryBalloon,
-    parse_device_address,
 )
-
-__all__ = [
-    "DISK_BUSES",
-    "DISK_CACHE_MODES",
-    "DISK_DETECT_ZEROES",
-    "DISK_DEVICES",
-    "DISK_DISCARD_MODES",
-    "DISK_ERROR_POLICIES",
-    "DISK_FORMATS",
-    "DISK_IO_MODES",
-    "DISK_RERROR_POLICIES",
-    "DISK_SOURCE_TYPES",
-    "IOTUNE_ELEMENTS",
-    "NETWORK_PROTOCOLS",
-    "LibvirtConfigGuest",
-    "LibvirtConfigGuestCharBase",
-    "LibvirtConfigGuestConsole",
-    "LibvirtConfigGuestController",
-    "LibvirtConfigGuestDeviceAddress",
-    "LibvirtConfigGuestDeviceAddressDrive",
-    "LibvirtConfigGuestDeviceAddressPCI",
-    "LibvirtConfigGuestDisk",
-    "LibvirtConfigGuestSerial",
-    "LibvirtConfigMemoryBalloon",
-    "LibvirtConfigObject",
-    "parse_device_address",
-]
+from nova_disk_tuning.virt.libvirt.domxml.disk import LibvirtConfigGuestDisk
 
 _LIFECYCLE = ("destroy", "restart", "preserve", "rename-restart")
 # <memory unit=...> as libvirt accepts it, in bytes.

@@ -25,18 +25,17 @@ from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
-from nova_disk_tuning.virt.libvirt.imagebackend_base import (
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
+from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRef,
+    DiskRequest,
     Execute,
     ImageBackend,
     MiB,
     command_env,
-    disk_name,
-    root_size,
 )
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
 LOG = logging.getLogger(__name__)
 DEFAULT_CEPH_CONF = "/etc/ceph/ceph.conf"
@@ -152,25 +151,18 @@ class Rbd(ImageBackend):
 
     # Creation -----------------------------------------------------------------
 
-    def create_root(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        base: CachedImage,
-        size: int | None = None,
-        bus: str = "virtio",
-    ) -> GuestDisk:
-        size = root_size(base, size)
+    def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
         if base.format != "raw":
             raise exception.ImageUnacceptable(
                 path=base.path,
                 reason=f"the rbd backend imports raw images, this one is {base.format}; "
                 "set [DEFAULT] force_raw_images=True so the cache keeps raw bases",
             )
-        spec = self.image_name(instance_dir, disk_name("root"))
-        config, auth = self._config(spec, target_dev, bus)
+        spec = self.image_name(disk.instance_dir, disk.name)
+        config, auth = self._config(spec, disk.target_dev, disk.bus)
         argv = ["rbd", "import", *auth, "--image-format", "2", base.path, spec]
         notes = [f"imported {base.path}"]
+        size = disk.size
         try:
             self._run("rbd import", spec, argv, _HINT)
             if size > base.virtual_size:
@@ -187,24 +179,14 @@ class Rbd(ImageBackend):
             raise
         return self._guest_disk(config, spec, size, notes)
 
-    def create_blank(
-        self,
-        instance_dir: str,
-        target_dev: str,
-        size: int,
-        kind: str = "ephemeral",
-        bus: str = "virtio",
-        index: int = 0,
-        fs_format: str | None = None,
-    ) -> GuestDisk:
-        self._check_blank(target_dev, size, kind, fs_format)
-        spec = self.image_name(instance_dir, disk_name(kind, index))
-        config, auth = self._config(spec, target_dev, bus)
+    def _make_blank(self, disk: DiskRequest) -> GuestDisk:
+        spec = self.image_name(disk.instance_dir, disk.name)
+        config, auth = self._config(spec, disk.target_dev, disk.bus)
         # rbd sizes are in MiB: round up, the guest gets at least what it asked.
-        mib = -(-size // MiB)
+        mib = -(-disk.size // MiB)
         argv = ["rbd", "create", *auth, "--image-format", "2", "--size", f"{mib}M", spec]
         self._run("rbd create", spec, argv, _HINT)
-        return self._guest_disk(config, spec, mib * MiB, [f"blank {kind} image, unformatted"])
+        return self._guest_disk(config, spec, mib * MiB, [f"blank {disk.kind} image, unformatted"])
 
     def _config(
         self, spec: str, target_dev: str, bus: str

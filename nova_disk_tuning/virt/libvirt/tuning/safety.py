@@ -1,21 +1,27 @@
-"""Safety rules of the tuning policy, as predicates on settings a disk already has.
+"""The safety rules: what QEMU refuses and what puts data or the guest at risk.
 
-:mod:`~nova_disk_tuning.virt.libvirt.tuning` *chooses* settings and never
-chooses an unsafe one (except where the operator forces it); these
-predicates say what is wrong with settings somebody else chose: a
-hand-written domain, one defined by Nova, one edited with ``virsh edit``.
-``nova-disk-tuning audit`` calls them. Each returns why the combination is
-unsafe, or None when it is not; the rules are the ones ``tuning.py``
-applies when it decides, stated once more only as tests of given values.
+Each rule is written once, here. The policy (:mod:`.policy`) asks them while
+it chooses and never chooses an unsafe setting (except where the operator
+forces it); the guest builder's last guard before libvirt and ``audit``
+ask them about settings somebody else chose: a hand-written domain, one
+defined by Nova, one edited with ``virsh edit``. Each predicate returns why
+the combination is unsafe, or None when it is not.
 """
 
 from __future__ import annotations
 
-from nova_disk_tuning.virt.libvirt.facts import DiskFacts
-from nova_disk_tuning.virt.libvirt.tuning import DIRECT_CACHES
+from nova_disk_tuning.common.units import MiB
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
+# The cache modes that open the disk with O_DIRECT (cache.direct=on).
+DIRECT_CACHES = frozenset({"none", "directsync"})
 # QEMU's default when <driver> has no cache attribute.
 QEMU_DEFAULT_CACHE = "writeback"
+
+
+def is_direct(cache: str | None) -> bool:
+    """Whether ``cache`` opens the disk with O_DIRECT (unset is QEMU's writeback)."""
+    return effective_cache(cache) in DIRECT_CACHES
 
 
 def effective_cache(cache: str | None) -> str:
@@ -25,7 +31,7 @@ def effective_cache(cache: str | None) -> str:
 
 def native_without_direct_cache(io: str | None, cache: str | None) -> str | None:
     """``io='native'`` needs ``cache.direct=on``; QEMU >= 2.6 refuses to start otherwise."""
-    if io != "native" or effective_cache(cache) in DIRECT_CACHES:
+    if io != "native" or is_direct(cache):
         return None
     return (
         f"io=native with cache {effective_cache(cache)}: native AIO needs an O_DIRECT cache "
@@ -36,7 +42,7 @@ def native_without_direct_cache(io: str | None, cache: str | None) -> str | None
 
 def direct_cache_without_o_direct(cache: str | None, facts: DiskFacts) -> str | None:
     """An O_DIRECT cache where O_DIRECT was measured not to work: QEMU cannot open the disk."""
-    if effective_cache(cache) not in DIRECT_CACHES or facts.direct_io is not False:
+    if not is_direct(cache) or facts.direct_io is not False:
         return None
     return (
         f"cache {cache} opens {facts.path} with O_DIRECT, which does not work there: "
@@ -76,5 +82,4 @@ def trim_unpreallocates(
 def _amounts(facts: DiskFacts) -> str:
     if facts.size is None or facts.allocated is None:
         return ""
-    mib = 1 << 20
-    return f" ({facts.allocated / mib:.1f} of {facts.size / mib:.1f} MiB allocated)"
+    return f" ({facts.allocated / MiB:.1f} of {facts.size / MiB:.1f} MiB allocated)"

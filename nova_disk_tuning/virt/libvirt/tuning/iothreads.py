@@ -23,7 +23,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt.facts import Decision, DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps
 
 LOG = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Every choice of ``cache``, ``io``, ``discard``, ``detect_zeroes``,
 ``discard_no_unref``, ``iothread`` and ``queues`` is made here and nowhere
 else. Image backends and volume drivers report facts
-(:class:`~nova_disk_tuning.virt.libvirt.facts.DiskFacts`), ``config.py``
+(:class:`~nova_disk_tuning.virt.libvirt.tuning.facts.DiskFacts`), ``config.py``
 renders what :meth:`DiskTuning.apply` sets. Nothing here does I/O or reads
 config at import time, so every decision can be tested row by row and
 explained to an operator (``nova-disk-tuning explain``).
@@ -25,8 +25,10 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt.facts import Decision, DiskFacts, HostCaps, format_version
-from nova_disk_tuning.virt.libvirt.iothreads import IOThreadPlan, plan_iothreads
+from nova_disk_tuning.virt.libvirt.domxml.disk import DISK_CACHE_MODES, DISK_SOURCE_TYPES
+from nova_disk_tuning.virt.libvirt.tuning import safety
+from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps, format_version
+from nova_disk_tuning.virt.libvirt.tuning.iothreads import IOThreadPlan, plan_iothreads
 
 LOG = logging.getLogger(__name__)
 
@@ -43,9 +45,6 @@ __all__ = [
     "tune_guest",
 ]
 
-CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
-# The cache modes that open the disk with O_DIRECT (cache.direct=on).
-DIRECT_CACHES = frozenset({"none", "directsync"})
 # Proxmox VE switched these away from io_uring after guest hangs (its storage
 # plugins: LVM, CIFS; krbd only with a buffered cache).
 IO_URING_DENYLIST = frozenset({"lvm", "cifs"})
@@ -63,12 +62,12 @@ def parse_cachemodes(entries: Iterable[str]) -> dict[str, str]:
     modes: dict[str, str] = {}
     for entry in entries:
         source_type, sep, mode = (part.strip() for part in entry.partition("="))
-        if not sep or source_type not in ("file", "block", "network") or mode not in CACHE_MODES:
+        if not sep or source_type not in DISK_SOURCE_TYPES or mode not in DISK_CACHE_MODES:
             LOG.warning(
                 "Ignoring [libvirt] disk_cachemodes entry %r: expected type=mode with "
                 "type in file, block, network and mode in %s.",
                 entry,
-                ", ".join(CACHE_MODES),
+                ", ".join(DISK_CACHE_MODES),
             )
             continue
         modes[source_type] = mode
@@ -222,7 +221,7 @@ def _decide_cache(disk: DiskFacts, conf: cfg.ConfigOpts) -> Decision:
     configured = parse_cachemodes(conf.libvirt.disk_cachemodes).get(disk.source_type)
     if configured is not None:
         source = f"[libvirt] disk_cachemodes {disk.source_type}={configured}"
-        if configured in DIRECT_CACHES and disk.direct_io is False:
+        if safety.is_direct(configured) and disk.direct_io is False:
             # QEMU opens the disk with O_DIRECT and fails to start the guest.
             fallback = "writeback" if configured == "none" else "writethrough"
             LOG.warning(
@@ -309,7 +308,7 @@ def _preferred(disk: DiskFacts, cache: str, hint: str | None, note: str) -> Deci
     but = ", but " if hint == "native" else "; "
     if hint == "threads":
         return Decision("threads", note)
-    if cache not in DIRECT_CACHES:
+    if not safety.is_direct(cache):
         return Decision(
             "threads", why(f"cache {cache} is not O_DIRECT (native needs cache.direct=on)", but)
         )
@@ -326,7 +325,7 @@ def _preferred(disk: DiskFacts, cache: str, hint: str | None, note: str) -> Deci
 
 
 def _forced_native(disk: DiskFacts, cache: str, source: str) -> Decision:
-    if cache not in DIRECT_CACHES:
+    if not safety.is_direct(cache):
         # QEMU >= 2.6 refuses to start: "aio=native was specified, but it
         # requires cache.direct=on".
         LOG.warning(
@@ -353,7 +352,7 @@ def _io_uring_denied(disk: DiskFacts, host: HostCaps, cache: str) -> str:
     kind = (disk.storage_kind or "").lower()
     if kind in IO_URING_DENYLIST:
         return f"{kind} storage: guest hangs seen with io_uring"
-    if kind in IO_URING_DENYLIST_UNLESS_DIRECT and cache not in DIRECT_CACHES:
+    if kind in IO_URING_DENYLIST_UNLESS_DIRECT and not safety.is_direct(cache):
         return f"{kind} with non-direct cache {cache}: guest hangs seen with io_uring"
     return ""
 

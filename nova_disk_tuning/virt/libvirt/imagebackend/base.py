@@ -1,11 +1,26 @@
-"""The interface every image backend implements, and what they share.
+"""The contract every image backend implements, and what backends share.
 
-See :mod:`nova_disk_tuning.virt.libvirt.imagebackend` for the backends and
-the contract of their methods.
+A backend is one class per ``[libvirt] images_type``, loaded by entry point
+(``nova_disk_tuning.image_backends``: ``flat`` and its alias ``raw``,
+``qcow2``, ``lvm``, ``rbd``). The compute driver builds one per host::
+
+    backend = loader.image_backend(conf)(conf, qemu_img=None, probe=None,
+                                         zeroer=None, execute=None)
+
+Every dependency is injectable and made when None: ``qemu_img``, ``probe``,
+``zeroer`` and ``execute``, the runner of external commands
+(``processutils.execute`` signature). The public methods below say what every
+backend promises; a backend implements ``_make_root``, ``_make_blank`` and
+``destroy``.
+
+Names follow Nova: files ``<instance_dir>/disk``, ``disk.eph0``,
+``disk.swap``; logical volumes and RBD images ``<instance uuid>_disk`` and
+so on, the uuid being the basename of ``instance_dir``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,8 +35,8 @@ from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
-from nova_disk_tuning.virt.libvirt.config import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.guestdisk import GuestDisk
+from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 
 LOG = logging.getLogger(__name__)
 
@@ -51,6 +66,23 @@ def disk_name(kind: str, index: int = 0) -> str:
     raise exception.InvalidDiskConfig(
         disk=kind, reason=f"unknown disk kind {kind!r}; use root, {' or '.join(BLANK_KINDS)}"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskRequest:
+    """One disk to make: whose, its guest target, its size and what it is for."""
+
+    instance_dir: str
+    target_dev: str
+    size: int
+    kind: str = "root"  # root, ephemeral or swap
+    bus: str = "virtio"
+    index: int = 0  # ephemeral disks: disk.eph<index>
+    fs_format: str | None = None  # ephemeral disks: mkfs where the backend can
+
+    @property
+    def name(self) -> str:
+        return disk_name(self.kind, self.index)
 
 
 def root_size(base: CachedImage, size: int | None) -> int:
@@ -116,7 +148,19 @@ class ImageBackend:
         size: int | None = None,
         bus: str = "virtio",
     ) -> GuestDisk:
-        raise NotImplementedError
+        """The root disk of an instance, from ``base`` (the cached image).
+
+        ``size`` is the flavor's root disk in bytes; None or 0 means the
+        image's virtual size, and smaller than the image is refused
+        (ImageUnacceptable). The disk is measured *after* preallocation: the
+        returned GuestDisk's config holds only source, target and format, and
+        its DiskFacts say what was achieved (``preallocated`` only when
+        fallocate really covered the disk). Anything a failed create made is
+        removed before the error propagates; an existing disk is never
+        overwritten.
+        """
+        disk = DiskRequest(instance_dir, target_dev, root_size(base, size), "root", bus)
+        return self._make_root(disk, base)
 
     def create_blank(
         self,
@@ -128,9 +172,34 @@ class ImageBackend:
         index: int = 0,
         fs_format: str | None = None,
     ) -> GuestDisk:
-        raise NotImplementedError
+        """An ephemeral (``disk.eph<index>``) or swap (``disk.swap``) disk of ``size`` bytes.
+
+        Raw disks (flat files, logical volumes) are formatted where it is
+        cheap: swap always (mkswap), ephemeral with ``fs_format`` (ext2/3/4,
+        xfs, vfat); qcow2 and rbd disks stay unformatted (the guest formats
+        them). Measured, cleaned up on failure and never overwriting, as
+        :meth:`create_root`.
+        """
+        self._check_blank(target_dev, size, kind, fs_format)
+        disk = DiskRequest(instance_dir, target_dev, size, kind, bus, index, fs_format)
+        return self._make_blank(disk)
 
     def destroy(self, disks: Iterable[DiskRef]) -> list[str]:
+        """Remove disks this backend created; return what was removed.
+
+        ``disks`` are GuestDisks, disk configs or paths (rbd: ``pool/name``);
+        what is already gone is skipped. Never the cached base image.
+        """
+        raise NotImplementedError
+
+    # What each backend implements ------------------------------------------------
+
+    def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
+        """Make ``disk`` (its size already checked against ``base``) from ``base``."""
+        raise NotImplementedError
+
+    def _make_blank(self, disk: DiskRequest) -> GuestDisk:
+        """Make the ephemeral or swap ``disk`` (kind and size already checked)."""
         raise NotImplementedError
 
     # Shared helpers ------------------------------------------------------------
