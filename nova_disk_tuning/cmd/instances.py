@@ -19,8 +19,10 @@ an instance got at spawn, via :func:`explain_instance`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -28,7 +30,6 @@ from oslo_config import cfg
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common, explain
 from nova_disk_tuning.virt.libvirt import loader
-from nova_disk_tuning.virt.libvirt.driver import block_device_info_from_files
 from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance, image_id_for_path
 
 DRIVER_NAME = "libvirt"
@@ -178,7 +179,7 @@ def spawn_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
             instance, image, flavor, block_device_info, start=args.start, progress=update
         )
     if args.json:
-        common.print_json(result.record)
+        common.print_json(result.record.to_dict())
         return 0
     cache = "reused from the cache" if not result.image.created else "fetched and converted"
     print(
@@ -246,7 +247,9 @@ def show_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     driver = get_driver(conf)
     if args.json:
         record = driver.get_record(args.name)
-        common.print_json({**record, "disk_info": driver.get_instance_disk_info(args.name)})
+        common.print_json(
+            {**record.to_dict(), "disk_info": driver.get_instance_disk_info(args.name)}
+        )
         return 0
     sys.stdout.write(driver.get_xml(args.name))
     return 0
@@ -269,3 +272,28 @@ def power_off_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     get_driver(conf).power_off(args.name, timeout=args.timeout)
     print(f"Instance {args.name} stopped")
     return 0
+
+
+def block_device_info_from_files(paths: Sequence[str]) -> dict[str, Any]:
+    """Nova's block_device_info from Cinder connection_info JSON files."""
+    mappings = []
+    for path in paths:
+        try:
+            with open(path) as handle:
+                info = json.load(handle)
+        except OSError as exc:
+            raise exception.InvalidConfig(
+                reason=f"cannot read volume connection_info {path}: {exc.strerror}"
+            ) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise exception.InvalidConfig(
+                reason=f"volume connection_info {path} is not JSON: {exc}"
+            ) from None
+        if not isinstance(info, dict):
+            raise exception.InvalidConfig(
+                reason=f"volume connection_info {path} holds a JSON {type(info).__name__}; "
+                "give Cinder's connection_info object"
+            )
+        mapping = info if "connection_info" in info else {"connection_info": info}
+        mappings.append(mapping)
+    return {"block_device_mapping": mappings}

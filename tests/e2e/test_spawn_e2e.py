@@ -94,7 +94,7 @@ def image_meta(image: str, kit: guest.GuestKit, disks: list[str], sums=()) -> Im
 
 def wait_and_report(driver: LibvirtDriver, name: str, libvirtd: Any) -> tuple[Any, list[str]]:
     record = driver.get_record(name)
-    console = Path(driver.store.console_path(record["uuid"]))
+    console = Path(driver.store.console_path(record.uuid))
     domain = driver.ensure_defined(record)
     domains.wait_for_shutoff(
         domain, timeout=BOOT_TIMEOUT, console_log=console, qemu_log=libvirtd.qemu_log(name)
@@ -168,9 +168,9 @@ def test_spawned_guests_get_the_explained_tuning_and_write_their_disks(
         # What was decided, before looking at QEMU: the qcow2 overlay is
         # preallocated (extended L2 + falloc), the flat disks fallocated, the
         # volume a block device: all O_DIRECT and native.
-        disks = {d["target"]: d for d in qcow2.record["disks"]}
+        disks = {d["target"]: d for d in qcow2.record.to_dict()["disks"]}
         assert disks["vda"]["format"] == "qcow2" and disks["vdb"]["source_type"] == "block"
-        assert {d["target"]: d["format"] for d in flat.record["disks"]} == {
+        assert {d["target"]: d["format"] for d in flat.record.to_dict()["disks"]} == {
             "vda": "raw",
             "vdb": "raw",
         }
@@ -180,25 +180,25 @@ def test_spawned_guests_get_the_explained_tuning_and_write_their_disks(
         assert [d.iothread.value for d in qcow2.tuning.disks] == [1, 2]
 
         for driver, result in ((qcow2_driver, qcow2), (flat_driver, flat)):
-            name = result.record["name"]
+            name = result.record.to_dict()["name"]
             report, argv = wait_and_report(driver, name, libvirtd)
             assert report.results == {"vda": "ok", "vdb": "ok"}, report
             check_qemu_matches_explain(driver, name, argv)
 
         # The guest saw the image's bytes on its root disk before writing.
-        qcow2_console = Path(qcow2_driver.store.console_path(qcow2.record["uuid"]))
+        qcow2_console = Path(qcow2_driver.store.console_path(qcow2.record.to_dict()["uuid"]))
         sums = guest.parse_console(qcow2_console.read_text()).sums
         assert sums == {("vda", 0, 1): hashlib.md5(first_mib).hexdigest()}
 
         # The patterns are in the images and on the volume.
         for result in (qcow2, flat):
-            for entry in result.record["disks"]:
+            for entry in result.record.to_dict()["disks"]:
                 data = domains.read_image(
                     entry["path"], entry["format"], guest.PATTERN_OFFSET, guest.PATTERN_LENGTH
                 )
                 assert data == guest.expected_pattern(entry["target"]), entry["path"]
         # The base image in the cache is untouched by the guest's writes.
-        base = qcow2.record["image"]["cached_path"]
+        base = qcow2.record.to_dict()["image"]["cached_path"]
         assert domains.read_image(base, "raw", 0, MiB) == first_mib
     finally:
         for driver, name in ((qcow2_driver, "e2e-qcow2-perf"), (flat_driver, "e2e-flat-space")):
@@ -234,14 +234,14 @@ def test_writeback_cache_boots_with_threads_and_forced_native_is_refused(
 
         report, argv = wait_and_report(driver, name, libvirtd)
         assert report.results == {"vda": "ok"}
-        disk = domains.disk_by_source(argv, result.record["disks"][0]["path"])
+        disk = domains.disk_by_source(argv, result.record.to_dict()["disks"][0]["path"])
         assert disk.aio == "threads"
         assert disk.cache_direct is False
         check_qemu_matches_explain(driver, name, argv)
 
         # Someone edits libvirt.xml to force native with writeback, and libvirt
         # lost the domain: the plugin refuses to define it again.
-        xml_path = Path(driver.store.xml_path(result.record["uuid"]))
+        xml_path = Path(driver.store.xml_path(result.record.to_dict()["uuid"]))
         bad = re.sub(r"io=(['\"])threads\1", "io='native'", xml_path.read_text())
         assert "io='native'" in bad and re.search(r"cache=['\"]writeback", bad)
         xml_path.write_text(bad)

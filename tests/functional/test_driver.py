@@ -93,7 +93,7 @@ def test_spawn_list_show_explain_destroy_round_trip(driver, conf, image, name, c
     result = driver.spawn(
         Instance(name), image_meta(image), Flavor(vcpus=2, ephemeral_gb=1, swap_mb=64)
     )
-    uuid_ = result.record["uuid"]
+    uuid_ = result.record.to_dict()["uuid"]
     instance_dir = Path(conf.instances_path) / uuid_
 
     # libvirt has the domain, defined from the XML in the instance directory.
@@ -118,7 +118,7 @@ def test_spawn_list_show_explain_destroy_round_trip(driver, conf, image, name, c
     info = {d["target"]: d for d in driver.get_instance_disk_info(name)}
     assert info["vdb"]["virt_disk_size"] == 1 << 30
     assert info["vdb"]["disk_size"] >= 1 << 30  # fallocated
-    assert info["vda"]["backing_file"] == result.record["image"]["cached_path"]
+    assert info["vda"]["backing_file"] == result.record.to_dict()["image"]["cached_path"]
 
     assert cli.main(["--config-file", conf.config_file[0], "explain", name]) == 0
     table = capsys.readouterr().out
@@ -132,7 +132,7 @@ def test_spawn_list_show_explain_destroy_round_trip(driver, conf, image, name, c
     assert not instance_dir.exists()
     assert name not in driver.list_instances()
     # The image cache keeps its entry for the next spawn.
-    assert os.path.exists(result.record["image"]["cached_path"])
+    assert os.path.exists(result.record.to_dict()["image"]["cached_path"])
     with pytest.raises(exception.InstanceNotFound):
         driver.destroy(name)
 
@@ -184,9 +184,9 @@ def test_failure_part_way_removes_what_this_spawn_made(
     driver, conf, image, name, connection_info, error
 ):
     other = driver.spawn(Instance(f"{name}-other"), image_meta(image), Flavor())
-    other_dir = Path(driver.store.instance_dir(other.record["uuid"]))
+    other_dir = Path(driver.store.instance_dir(other.record.to_dict()["uuid"]))
     before = sorted(os.listdir(other_dir))
-    cached = other.record["image"]["cached_path"]
+    cached = other.record.to_dict()["image"]["cached_path"]
 
     with pytest.raises(error):
         driver.spawn(
@@ -198,11 +198,11 @@ def test_failure_part_way_removes_what_this_spawn_made(
 
     conn = driver.host.get_connection()
     assert name not in domain_names(conn)
-    assert _leftovers(conf) == [other.record["uuid"]]
+    assert _leftovers(conf) == [other.record.to_dict()["uuid"]]
     assert name not in driver.list_instances()
     # The other instance and the image cache are untouched.
     assert sorted(os.listdir(other_dir)) == before
-    assert conn.lookupByName(f"{name}-other").UUIDString() == other.record["uuid"]
+    assert conn.lookupByName(f"{name}-other").UUIDString() == other.record.to_dict()["uuid"]
     assert os.path.exists(cached)
     assert [e.path for e in ImageCache(conf).list()] == [cached]
     # The name is free again.
@@ -248,8 +248,8 @@ def test_two_instances_share_one_cache_entry(driver, conf, image, name):
     first = driver.spawn(Instance(f"{name}-1"), image_meta(image, "shared"), Flavor())
     second = driver.spawn(Instance(f"{name}-2"), image_meta(image, "shared"), Flavor())
     assert first.image.created is True and second.image.created is False
-    assert first.record["image"]["cache_hit"] is False
-    assert second.record["image"]["cache_hit"] is True
+    assert first.record.to_dict()["image"]["cache_hit"] is False
+    assert second.record.to_dict()["image"]["cache_hit"] is True
     assert first.image.path == second.image.path
     assert [e.image_id for e in ImageCache(conf).list()] == ["shared"]
     # Both overlays use the one base; destroying one leaves the other's base.
@@ -305,7 +305,7 @@ def test_direct_kernel_boot_copies_kernel_and_ramdisk(driver, image, name, tmp_p
     meta = image_meta(image, kernel=str(kernel), ramdisk=str(ramdisk), cmdline="console=ttyS0")
     result = driver.spawn(Instance(name), meta, Flavor())
     try:
-        instance_dir = Path(driver.store.instance_dir(result.record["uuid"]))
+        instance_dir = Path(driver.store.instance_dir(result.record.to_dict()["uuid"]))
         xml = driver.get_xml(name)
         assert f"<kernel>{instance_dir / 'kernel'}</kernel>" in xml
         assert f"<initrd>{instance_dir / 'ramdisk'}</initrd>" in xml
@@ -319,7 +319,7 @@ def test_hand_edited_native_with_writeback_is_refused(driver, image, name):
     result = driver.spawn(Instance(name), image_meta(image), Flavor())
     conn = driver.host.get_connection()
     try:
-        xml_path = Path(driver.store.xml_path(result.record["uuid"]))
+        xml_path = Path(driver.store.xml_path(result.record.to_dict()["uuid"]))
         bad = xml_path.read_text().replace('cache="none"', 'cache="writeback"')
         assert 'io="native"' in bad and 'cache="writeback"' in bad
         xml_path.write_text(bad)

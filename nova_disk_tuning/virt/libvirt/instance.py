@@ -24,9 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.tuning.iothreads import DeviceIOThreads, IOThreadPlan
-from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning, GuestTuning
 
 RECORD_VERSION = 1
 GiB = 1 << 30
@@ -134,59 +131,6 @@ def validate_name(name: str) -> None:
 
 
 # Reading the tuning back from a record ---------------------------------------------
-
-
-def _decision(data: Mapping[str, Any]) -> Decision:
-    value = data.get("value")
-    if isinstance(value, dict):
-        # JSON turned the IOThread ids of per-queue mapping into strings.
-        value = {int(k): [int(q) for q in v] for k, v in value.items()}
-    return Decision(value, data.get("reason", ""))
-
-
-def _device_iothreads(data: Mapping[str, Any]) -> DeviceIOThreads:
-    return DeviceIOThreads(
-        _decision(data["iothread"]), _decision(data["iothread_queues"]), _decision(data["queues"])
-    )
-
-
-def _version(text: str) -> tuple[int, int, int] | None:
-    if text in (None, "unknown"):
-        return None
-    parts = [int(p) for p in text.split(".")] + [0, 0, 0]
-    return (parts[0], parts[1], parts[2])
-
-
-def tuning_from_dict(data: Mapping[str, Any]) -> GuestTuning:
-    """The :class:`GuestTuning` a record stored with ``GuestTuning.to_dict()``."""
-    host = data["host"]
-    caps = HostCaps(
-        libvirt_version=_version(host["libvirt_version"]),
-        qemu_version=_version(host["qemu_version"]),
-        kernel_io_uring=bool(host.get("kernel_io_uring")),
-        kernel_io_uring_detail=host.get("kernel_io_uring_detail", ""),
-    )
-    disks = []
-    for disk in data["disks"]:
-        disks.append(
-            DiskTuning(
-                disk=disk["disk"],
-                **{name: _decision(disk[name]) for name in DiskTuning.ATTRIBUTES},
-            )
-        )
-    plan = data["iothreads"]
-    controller = plan.get("scsi_controller")
-    iothreads = IOThreadPlan(
-        count=_decision(plan["count"]),
-        disks={name: _device_iothreads(d) for name, d in plan["disks"].items()},
-        scsi_controller=None if controller is None else _device_iothreads(controller),
-    )
-    return GuestTuning(host=caps, disks=tuple(disks), iothreads=iothreads)
-
-
-def facts_from_dicts(items: list[Mapping[str, Any]]) -> list[DiskFacts]:
-    names = {f.name for f in dataclasses.fields(DiskFacts)}
-    return [DiskFacts(**{k: v for k, v in item.items() if k in names}) for item in items]
 
 
 def image_id_for_path(path: str) -> str:

@@ -25,12 +25,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import fsync_dir
+from nova_disk_tuning.virt.libvirt.record import BUILDING, CREATED, DiskEntry, InstanceRecord
 
 LOG = logging.getLogger(__name__)
 
@@ -39,24 +40,23 @@ GUEST_XML = "libvirt.xml"
 CONSOLE_LOG = "console.log"
 SPAWN_LOCK = ".spawn.lock"
 CLAIM_PREFIX = ".claim-"
-BUILDING = "building"
 
 
 class SpawnClaim:
     """A claimed instance directory; the flock on its lock file says "alive"."""
 
-    def __init__(self, store: InstanceStore, record: dict[str, Any], lock_fd: int) -> None:
+    def __init__(self, store: InstanceStore, record: InstanceRecord, lock_fd: int) -> None:
         self.store = store
         self.record = record
         self._lock_fd: int | None = lock_fd
 
     @property
     def directory(self) -> str:
-        return self.store.instance_dir(self.record["uuid"])
+        return self.store.instance_dir(self.record.uuid)
 
-    def add_disk(self, entry: dict[str, Any]) -> None:
+    def add_disk(self, entry: DiskEntry) -> None:
         """Record a disk the moment it exists, so destroy can find it after a kill."""
-        self.record.setdefault("disks", []).append(entry)
+        self.record.disks.append(entry)
         self.store.write_record(self.record)
 
     def release(self) -> None:
@@ -89,7 +89,7 @@ class InstanceStore:
 
     # Reading -----------------------------------------------------------------
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[InstanceRecord]:
         """Every record (building ones too), sorted by name."""
         if not os.path.isdir(self.root):
             return iter(())
@@ -100,10 +100,10 @@ class InstanceStore:
             record = self.read(entry)
             if record is not None:
                 found.append(record)
-        return iter(sorted(found, key=lambda r: r["name"]))
+        return iter(sorted(found, key=lambda r: r.name))
 
-    def read(self, uuid: str) -> dict[str, Any] | None:
-        """The record of ``uuid``; a broken one as ``{"state": "broken", ...}``; else None."""
+    def read(self, uuid: str) -> InstanceRecord | None:
+        """The record of ``uuid`` (state ``broken`` if it cannot be read); None if not ours."""
         path = self.record_path(uuid)
         try:
             with open(path, encoding="utf-8") as handle:
@@ -112,24 +112,23 @@ class InstanceStore:
             return None  # not ours
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
-            return self._broken(uuid, f"{path}: {reason}")
-        if not isinstance(record, dict) or record.get("uuid") != uuid or "name" not in record:
-            return self._broken(uuid, f"{path}: not a record of instance {uuid}")
-        return record
+            return InstanceRecord.broken(uuid, f"{path}: {reason}")
+        try:
+            found = InstanceRecord.from_dict(record) if isinstance(record, dict) else None
+        except (TypeError, ValueError):
+            found = None
+        if found is None or found.uuid != uuid:
+            return InstanceRecord.broken(uuid, f"{path}: not a record of instance {uuid}")
+        return found
 
-    @staticmethod
-    def _broken(uuid: str, problem: str) -> dict[str, Any]:
-        # Listed under its uuid so the operator can see it and destroy it.
-        return {"name": uuid, "uuid": uuid, "state": "broken", "problem": problem, "disks": []}
-
-    def find(self, name: str) -> dict[str, Any]:
+    def find(self, name: str) -> InstanceRecord:
         for record in self.records():
-            if name in (record["name"], record["uuid"]):
+            if name in (record.name, record.uuid):
                 return record
         raise exception.InstanceNotFound(name=name)
 
     def exists(self, name: str) -> bool:
-        return any(record["name"] == name for record in self.records())
+        return any(record.name == name for record in self.records())
 
     def read_xml(self, uuid: str) -> str:
         try:
@@ -142,12 +141,11 @@ class InstanceStore:
 
     # Spawn state ---------------------------------------------------------------
 
-    def status(self, record: dict[str, Any]) -> str:
+    def status(self, record: InstanceRecord) -> str:
         """``building``, ``building, process gone``, ``broken`` or ``created``."""
-        state = record.get("state", "created")
-        if state != BUILDING:
-            return state
-        return BUILDING if self.owner_alive(record["uuid"]) else f"{BUILDING}, process gone"
+        if record.state != BUILDING:
+            return record.state
+        return BUILDING if self.owner_alive(record.uuid) else f"{BUILDING}, process gone"
 
     def owner_alive(self, uuid: str) -> bool:
         """Whether a live spawn holds the lock of this instance directory."""
@@ -163,8 +161,9 @@ class InstanceStore:
             os.close(fd)
         return False
 
-    def claim(self, name: str, uuid: str, record: dict[str, Any]) -> SpawnClaim:
+    def claim(self, record: InstanceRecord) -> SpawnClaim:
         """Create ``<uuid>/`` whole, with a building record; refuse if it exists."""
+        name, uuid = record.name, record.uuid
         self.check_root()
         self._sweep_claims()
         target = self.instance_dir(uuid)
@@ -175,7 +174,7 @@ class InstanceStore:
         staging = tempfile.mkdtemp(prefix=f"{CLAIM_PREFIX}{uuid}-", dir=self.root)
         lock_fd = os.open(os.path.join(staging, SPAWN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        record = {**record, "name": name, "uuid": uuid, "state": BUILDING, "pid": os.getpid()}
+        record.state, record.pid = BUILDING, os.getpid()
         _write_atomic(os.path.join(staging, RECORD), _dumps(record))
         try:
             os.rename(staging, target)
@@ -187,7 +186,7 @@ class InstanceStore:
                     name=f"{name} ({target} appeared meanwhile)"
                 ) from None
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return SpawnClaim(self, record, lock_fd)
 
     def check_root(self) -> None:
@@ -231,23 +230,23 @@ class InstanceStore:
 
     # Writing -------------------------------------------------------------------
 
-    def write_record(self, record: dict[str, Any]) -> None:
-        _write_atomic(self.record_path(record["uuid"]), _dumps(record))
+    def write_record(self, record: InstanceRecord) -> None:
+        _write_atomic(self.record_path(record.uuid), _dumps(record))
 
-    def write(self, record: dict[str, Any], xml: str) -> None:
-        """Write libvirt.xml, then the finished record, each atomically."""
-        uuid = record["uuid"]
-        _write_atomic(self.xml_path(uuid), xml)
+    def write(self, record: InstanceRecord, xml: str) -> None:
+        """Write libvirt.xml, then the finished record (state created), each atomically."""
+        _write_atomic(self.xml_path(record.uuid), xml)
+        record.state, record.pid = CREATED, None
         self.write_record(record)
 
     def remove(self, uuid: str) -> None:
         shutil.rmtree(self.instance_dir(uuid))
         with contextlib.suppress(OSError):
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
 
-def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+def _dumps(record: InstanceRecord) -> str:
+    return json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -257,11 +256,3 @@ def _write_atomic(path: str, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.rename(staged, path)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,14 +10,18 @@ import pytest
 from lxml import etree
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.cmd.instances import block_device_info_from_files
 from nova_disk_tuning.virt.libvirt import guest as guest_builder
 from nova_disk_tuning.virt.libvirt import instance as instance_mod
 from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.driver import _TargetNames, block_device_info_from_files
 from nova_disk_tuning.virt.libvirt.guest import GuestDisk
+from nova_disk_tuning.virt.libvirt.record import InstanceRecord
+from nova_disk_tuning.virt.libvirt.spawn import TargetNames as _TargetNames
 from nova_disk_tuning.virt.libvirt.store import InstanceStore
+from nova_disk_tuning.virt.libvirt.tuning import result
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
+from nova_disk_tuning.virt.libvirt.tuning.result import GuestTuning
 
 HOST = HostCaps(libvirt_version=(9, 0, 0), qemu_version=(7, 2, 0), kernel_io_uring=False)
 GiB = 1 << 30
@@ -159,16 +163,16 @@ def test_tuning_survives_a_json_record(make_conf):
     conf = make_conf(disk_tuning={"iothreads": 2})
     _, tuning = build(conf, [disk("vda"), disk("vdb"), disk("sda", bus="scsi")])
     data = json.loads(json.dumps(tuning.to_dict()))
-    assert instance_mod.tuning_from_dict(data).to_dict() == tuning.to_dict()
+    assert GuestTuning.from_dict(data).to_dict() == tuning.to_dict()
     facts = [disk("vda").facts]
     from dataclasses import asdict
 
-    assert instance_mod.facts_from_dicts([asdict(f) for f in facts]) == facts
+    assert [DiskFacts.from_dict(asdict(f)) for f in facts] == facts
 
 
 def test_per_queue_mapping_keys_come_back_as_ints():
     data = {"value": {"1": [0, 2], "2": [1]}, "reason": "r"}
-    assert instance_mod._decision(data).value == {1: [0, 2], 2: [1]}
+    assert result._decision(data).value == {1: [0, 2], 2: [1]}
 
 
 def test_image_id_follows_path_size_and_mtime(tmp_path):
@@ -214,7 +218,7 @@ def test_store_finds_records_by_name_and_shows_broken_ones(make_conf):
     store = InstanceStore(conf)
     uuid = "6a1c0d9e-2b3f-4e5a-8c7d-9e0f1a2b3c4d"
     os.makedirs(store.instance_dir(uuid))
-    store.write({"name": "vm", "uuid": uuid}, "<domain/>")
+    store.write(InstanceRecord(name="vm", uuid=uuid), "<domain/>")
     os.makedirs(os.path.join(store.root, "_base"))
     junk = os.path.join(store.root, "0b7e2c1d-0000-4000-8000-000000000000")
     os.makedirs(junk)
@@ -223,11 +227,11 @@ def test_store_finds_records_by_name_and_shows_broken_ones(make_conf):
     os.makedirs(os.path.join(store.root, "1c2d3e4f-0000-4000-8000-000000000000"))  # not ours
     # A corrupt record is listed under its uuid (so it can be destroyed);
     # a directory without a record (Nova's own, say) is not ours to show.
-    records = {r["name"]: r for r in store.records()}
+    records = {r.name: r for r in store.records()}
     assert sorted(records) == ["0b7e2c1d-0000-4000-8000-000000000000", "vm"]
     broken = records["0b7e2c1d-0000-4000-8000-000000000000"]
-    assert broken["state"] == "broken" and "not JSON" in broken["problem"]
-    assert store.find("vm")["uuid"] == uuid
+    assert broken.state == "broken" and "not JSON" in (broken.problem or "")
+    assert store.find("vm").uuid == uuid
     assert store.read_xml(uuid) == "<domain/>"
     with pytest.raises(exception.InstanceNotFound, match="nova-disk-tuning list"):
         store.find("other")
@@ -255,14 +259,13 @@ def test_block_device_info_from_files(tmp_path):
 
 def test_cache_backends_and_volume_drivers_share_one_probe(conf, tmp_path):
     """Capabilities are probed once per driver, not once per disk or per helper object."""
-    from nova_disk_tuning.virt.libvirt import loader
     from nova_disk_tuning.virt.libvirt.driver import LibvirtDriver
 
     driver = LibvirtDriver(conf)
     assert driver.image_cache.qemu_img is driver.qemu_img
     assert driver.qemu_img.probe is driver.probe
     for name in ("flat", "qcow2"):
-        backend = driver._backend(loader.load(loader.IMAGE_BACKENDS, name, "image backend", "test"))
+        backend = driver.backend(name)
         assert backend.probe is driver.probe
         assert backend.qemu_img is driver.qemu_img
         assert backend.zeroer._probe is driver.probe

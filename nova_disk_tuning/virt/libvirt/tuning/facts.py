@@ -15,6 +15,7 @@ probe each disk's own path (``StorageProbe.supports_direct_io``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,14 @@ def version_from_int(number: int) -> Version:
 def at_least(version: Version | None, minimum: Version) -> bool:
     """True when ``version`` is known and not older than ``minimum``."""
     return version is not None and version >= minimum
+
+
+def parse_version(text: str | None) -> Version | None:
+    """The inverse of :func:`format_version` ("unknown" and None are None)."""
+    if text in (None, "unknown"):
+        return None
+    parts = [int(p) for p in str(text).split(".")] + [0, 0, 0]
+    return (parts[0], parts[1], parts[2])
 
 
 def format_version(version: Version | None) -> str:
@@ -129,6 +138,12 @@ class DiskFacts:
 
     def replace(self, **changes: Any) -> DiskFacts:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiskFacts:
+        """The facts ``dataclasses.asdict`` stored; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
 
 
 @dataclass(frozen=True)

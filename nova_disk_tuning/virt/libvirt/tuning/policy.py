@@ -17,9 +17,8 @@ Entry points:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -29,6 +28,7 @@ from nova_disk_tuning.virt.libvirt.domxml.disk import DISK_CACHE_MODES, DISK_SOU
 from nova_disk_tuning.virt.libvirt.tuning import safety
 from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps, format_version
 from nova_disk_tuning.virt.libvirt.tuning.iothreads import IOThreadPlan, plan_iothreads
+from nova_disk_tuning.virt.libvirt.tuning.result import DiskTuning, GuestTuning
 
 LOG = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ __all__ = [
 IO_URING_DENYLIST = frozenset({"lvm", "cifs"})
 IO_URING_DENYLIST_UNLESS_DIRECT = frozenset({"krbd"})
 
-NOT_PLANNED = Decision(None, "not planned: IOThreads and queues are planned per guest")
-
 
 def parse_cachemodes(entries: Iterable[str]) -> dict[str, str]:
     """``[libvirt] disk_cachemodes`` with Nova's semantics.
@@ -72,95 +70,6 @@ def parse_cachemodes(entries: Iterable[str]) -> dict[str, str]:
             continue
         modes[source_type] = mode
     return modes
-
-
-@dataclass(frozen=True)
-class DiskTuning:
-    """The ``<driver>`` settings of one disk, each with its reason."""
-
-    disk: str
-    cache: Decision
-    io: Decision
-    discard: Decision
-    detect_zeroes: Decision
-    discard_no_unref: Decision
-    iothread: Decision = NOT_PLANNED
-    # {IOThread id: [virtqueue ids]} where per-queue mapping is used.
-    iothread_queues: Decision = NOT_PLANNED
-    queues: Decision = NOT_PLANNED
-
-    # Setting -> LibvirtConfigGuestDisk attribute (Nova's names).
-    ATTRIBUTES: ClassVar[dict[str, str]] = {
-        "cache": "driver_cache",
-        "io": "driver_io",
-        "discard": "driver_discard",
-        "detect_zeroes": "driver_detect_zeroes",
-        "discard_no_unref": "driver_discard_no_unref",
-        "iothread": "driver_iothread",
-        "iothread_queues": "driver_iothread_queues",
-        "queues": "driver_queues",
-    }
-
-    def settings(self) -> Iterator[tuple[str, Decision]]:
-        for name in self.ATTRIBUTES:
-            yield name, getattr(self, name)
-
-    def apply(self, disk_config: Any) -> None:
-        """Set every ``driver_*`` attribute on a LibvirtConfigGuestDisk-like object.
-
-        A None value is set too: the policy decided to emit nothing, which
-        overrides whatever a backend may have put there.
-        """
-        for name, decision in self.settings():
-            value = decision.value
-            if isinstance(value, Mapping):
-                value = {key: list(queues) for key, queues in value.items()}
-            setattr(disk_config, self.ATTRIBUTES[name], value)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"disk": self.disk, **{name: d.to_dict() for name, d in self.settings()}}
-
-
-@dataclass(frozen=True)
-class GuestTuning:
-    """Everything the policy decided for one guest."""
-
-    host: HostCaps
-    disks: tuple[DiskTuning, ...]
-    iothreads: IOThreadPlan
-    _by_name: dict[str, DiskTuning] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {t.disk: t for t in self.disks})
-
-    def disk(self, name: str) -> DiskTuning:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise exception.InvalidDiskConfig(
-                disk=name, reason=f"no such disk in this guest; known: {sorted(self._by_name)}"
-            ) from None
-
-    def apply_to_guest(self, guest: Any) -> None:
-        """Set ``iothreads`` on a LibvirtConfigGuest-like object and tune its devices.
-
-        Disks are matched by ``target_dev`` against ``DiskFacts.name``; a
-        virtio-scsi controller gets the controller plan.
-        """
-        guest.iothreads = self.iothreads.count.value
-        for device in getattr(guest, "devices", ()):
-            target = getattr(device, "target_dev", None)
-            if target is not None and target in self._by_name:
-                self._by_name[target].apply(device)
-            elif getattr(device, "model", None) == "virtio-scsi":
-                self.iothreads.apply_to_controller(device)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host.to_dict(),
-            "disks": [t.to_dict() for t in self.disks],
-            "iothreads": self.iothreads.to_dict(),
-        }
 
 
 # Decisions --------------------------------------------------------------------
