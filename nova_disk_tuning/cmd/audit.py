@@ -15,7 +15,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.cmd import common, explain
+from nova_disk_tuning.cmd import common
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.virt.libvirt import audit
@@ -124,7 +124,7 @@ def measurer(conf: cfg.ConfigOpts) -> audit.Measure:
     qemu_img = QemuImg(conf, probe=probe)
 
     def measure(source: audit.DiskSource) -> DiskFacts:
-        spec = explain.DiskSpec(
+        spec = measure.DiskSpec(
             path=source.path or "",
             name=source.name,
             format=source.format,
@@ -132,7 +132,7 @@ def measurer(conf: cfg.ConfigOpts) -> audit.Measure:
             bus=source.bus,
             shareable=source.shareable,
         )
-        facts = explain.measure_disk(spec, source.name, probe, qemu_img)
+        facts = measure.measure_disk(spec, source.name, probe, qemu_img)
         # The XML cannot say whether a backend preallocated the file; a file
         # whose allocation covers its size is what preallocation leaves.
         preallocated = facts.source_type == "file" and bool(facts.allocation_covers_size)

@@ -7,8 +7,15 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
+
+from oslo_config import cfg
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.virt.libvirt import loader
+
+# The compute driver the commands use (nova_disk_tuning.compute_drivers).
+DRIVER_NAME = "libvirt"
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
@@ -79,3 +86,20 @@ def progress(description: str, enabled: bool = True) -> Iterator[Callable[[float
             state["next"] = (int(percent) // 10 + 1) * 10.0
 
     yield update
+
+
+def parse_extra_specs(items: Sequence[str]) -> dict[str, str]:
+    specs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise exception.InvalidConfig(
+                reason=f"--extra-spec {item!r}: use KEY=VALUE, e.g. hw:disk_iothreads=2"
+            )
+        specs[key.strip()] = value.strip()
+    return specs
+
+
+def compute_driver(conf: cfg.ConfigOpts) -> Any:
+    """The compute driver the commands drive (entry point ``libvirt``)."""
+    return loader.compute_driver(DRIVER_NAME)(conf)

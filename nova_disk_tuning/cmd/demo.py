@@ -27,6 +27,7 @@ import time
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.images.sample import build_sample_image
 
 INSTANCES = (("demo-sparse", "none"), ("demo-prealloc", "performance"))
 
@@ -44,39 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Work directory, emptied first (default: %(default)s).",
     )
     parser.set_defaults(func=demo_command)
-
-
-def build_image(directory: str, size_mb: int = 64, name: str = "demo") -> str:
-    """A qcow2 image of an ext4 file system holding a few files; returns its path."""
-    content = os.path.join(directory, f"{name}-content")
-    os.makedirs(os.path.join(content, "etc"), exist_ok=True)
-    with open(os.path.join(content, "etc", "hostname"), "w") as handle:
-        handle.write(f"{name}\n")
-    with open(os.path.join(content, "README"), "w") as handle:
-        handle.write("A file system image made by nova-disk-tuning for its demo.\n")
-    with open(os.path.join(content, "data.bin"), "wb") as handle:
-        handle.write(os.urandom(4 << 20))
-    raw = os.path.join(directory, f"{name}.raw")
-    image = os.path.join(directory, f"{name}.qcow2")
-    with open(raw, "wb") as handle:
-        handle.truncate(size_mb << 20)
-    for argv in (
-        ["mkfs.ext4", "-q", "-F", "-L", name, "-d", content, raw],
-        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, image],
-    ):
-        try:
-            subprocess.run(argv, check=True, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise exception.InvalidConfig(
-                reason=f"{argv[0]} is not installed (Debian: e2fsprogs, qemu-utils)"
-            ) from None
-        except subprocess.CalledProcessError as exc:
-            raise exception.ImageError(
-                path=raw, reason=f"{' '.join(argv)} failed: {exc.stderr.strip()}"
-            ) from None
-    os.unlink(raw)
-    shutil.rmtree(content)
-    return image
 
 
 def _heading(text: str) -> None:
@@ -116,7 +84,7 @@ def demo_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     config_files = list(args.config_file or [])
     uri = conf.libvirt.connection_uri or "qemu:///system"
     _heading(f"Image: an ext4 file system with files, as qcow2 (libvirt at {uri})")
-    image = build_image(workdir)
+    image = build_sample_image(workdir)
     print(f"{image}: {os.path.getsize(image)} bytes")
 
     overlays = {}

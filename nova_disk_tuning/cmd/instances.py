@@ -28,11 +28,8 @@ from typing import Any
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.cmd import common, explain
-from nova_disk_tuning.virt.libvirt import loader
+from nova_disk_tuning.cmd import common
 from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance, image_id_for_path
-
-DRIVER_NAME = "libvirt"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -138,14 +135,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=func)
 
 
-def get_driver(conf: cfg.ConfigOpts) -> Any:
-    return loader.compute_driver(DRIVER_NAME)(conf)
-
-
-def _extra_specs(items: list[str]) -> dict[str, str]:
-    return explain._parse_extra_specs(items)
-
-
 def spawn_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     if (args.ramdisk or args.cmdline) and not args.kernel:
         raise exception.InvalidConfig(reason="--ramdisk and --cmdline need --kernel")
@@ -169,11 +158,11 @@ def spawn_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         root_gb=args.root_gb,
         ephemeral_gb=args.ephemeral_gb,
         swap_mb=args.swap_mb,
-        extra_specs=_extra_specs(args.extra_spec),
+        extra_specs=common.parse_extra_specs(args.extra_spec),
     )
     instance = Instance(args.name, args.uuid) if args.uuid else Instance(args.name)
     block_device_info = block_device_info_from_files(args.volume) if args.volume else None
-    driver = get_driver(conf)
+    driver = common.compute_driver(conf)
     with common.progress(f"image {image.id[:17]}: fetch/convert", enabled=not args.json) as update:
         result = driver.spawn(
             instance, image, flavor, block_device_info, start=args.start, progress=update
@@ -211,13 +200,13 @@ def _print_disks(info: list[dict[str, Any]]) -> None:
 
 
 def destroy_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    get_driver(conf).destroy(args.name, destroy_disks=not args.keep_disks)
+    common.compute_driver(conf).destroy(args.name, destroy_disks=not args.keep_disks)
     print(f"Instance {args.name} destroyed")
     return 0
 
 
 def list_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    rows = get_driver(conf).instances()
+    rows = common.compute_driver(conf).instances()
     if args.json:
         common.print_json(rows)
         return 0
@@ -244,7 +233,7 @@ def list_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
 
 
 def show_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    driver = get_driver(conf)
+    driver = common.compute_driver(conf)
     if args.json:
         record = driver.get_record(args.name)
         common.print_json(
@@ -255,21 +244,14 @@ def show_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     return 0
 
 
-def explain_instance(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    """``explain NAME``: the tuning decided at spawn, with its reasons."""
-    tuning, facts = get_driver(conf).get_tuning(args.name)
-    explain.render_explanation(tuning, facts, as_json=args.json)
-    return 0
-
-
 def power_on_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    get_driver(conf).power_on(args.name)
+    common.compute_driver(conf).power_on(args.name)
     print(f"Instance {args.name} started")
     return 0
 
 
 def power_off_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    get_driver(conf).power_off(args.name, timeout=args.timeout)
+    common.compute_driver(conf).power_off(args.name, timeout=args.timeout)
     print(f"Instance {args.name} stopped")
     return 0
 

@@ -22,7 +22,7 @@ from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
 
 COMMAND_MODULES = (
-    "nova_disk_tuning.cmd.storage",
+    "nova_disk_tuning.cmd.host_disks",
     "nova_disk_tuning.cmd.images",
     "nova_disk_tuning.cmd.bench",
     "nova_disk_tuning.cmd.explain",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nova_disk_tuning.cmd.demo import build_image
+from nova_disk_tuning.images.sample import build_sample_image as build_image
 from tests.functional.conftest import MiB, requires_root
 
 pytestmark = requires_root

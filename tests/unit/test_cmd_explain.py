@@ -11,6 +11,7 @@ import pytest
 
 from nova_disk_tuning.cmd import explain, main
 from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.virt.libvirt import measure
 from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 
@@ -137,8 +138,8 @@ def test_errors(run, tmp_path, argv, message):
 
 
 def test_parse_disk_spec():
-    spec = explain.parse_disk_spec("path=/d, format=qcow2 ,shareable,preallocated,bus=sata")
-    assert spec == explain.DiskSpec(
+    spec = measure.parse_disk_spec("path=/d, format=qcow2 ,shareable,preallocated,bus=sata")
+    assert spec == measure.DiskSpec(
         path="/d", format="qcow2", bus="sata", shareable=True, preallocated=True
     )
 
