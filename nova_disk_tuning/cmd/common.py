@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,28 +15,6 @@ from nova_disk_tuning.virt.libvirt import loader
 
 # The compute driver the commands use (nova_disk_tuning.compute_drivers).
 DRIVER_NAME = "libvirt"
-
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str, what: str = "size") -> int:
-    """Parse ``10G``, ``512M``, ``4096`` or ``1GiB`` into bytes (powers of 1024)."""
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise exception.InvalidConfig(
-            reason=f"{what} {text!r} is not a size; use bytes or a number "
-            "with K, M, G or T (powers of 1024), e.g. 10G or 512M."
-        )
-    number, unit = match.group(1), (match.group(2) or "").upper()
-    return int(number) * _UNITS[unit]
-
-
-def human_size(value: int) -> str:
-    for unit in ("T", "G", "M", "K"):
-        if value >= _UNITS[unit] and value % (_UNITS[unit] // 1024 or 1) == 0:
-            return f"{value / _UNITS[unit]:.1f}{unit}iB"
-    return f"{value}B"
 
 
 def print_json(obj: object) -> None:

@@ -10,6 +10,8 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
+from nova_disk_tuning.common import units
+from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.storage import kernel
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -135,8 +137,8 @@ def probe_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
                 r["fs_type"],
                 _yes(r["direct_io"]),
                 ", ".join(r["fallocate_modes"]) or "none",
-                common.human_size(alloc["size"]) if alloc else "-",
-                common.human_size(alloc["allocated"]) if alloc else "-",
+                units.human_size(alloc["size"]) if alloc else "-",
+                units.human_size(alloc["allocated"]) if alloc else "-",
                 _yes(alloc["fully_allocated"]) if alloc else "-",
             )
         )
@@ -170,8 +172,8 @@ def _yes(value: bool) -> str:
 
 
 def zero_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    offset = common.parse_size(args.offset, "--offset")
-    length = None if args.length is None else common.parse_size(args.length, "--length")
+    offset = units.parse_size(args.offset, "--offset")
+    length = None if args.length is None else units.parse_size(args.length, "--length")
     result = Zeroer().zero(args.path, offset, length, sparse=args.sparse)
     if args.json:
         common.print_json(
@@ -185,7 +187,7 @@ def zero_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
             }
         )
         return 0
-    rate = result.bytes / result.seconds / (1 << 30) if result.seconds else 0.0
+    rate = result.bytes / result.seconds / GiB if result.seconds else 0.0
     print(
         f"Zeroed {result.bytes} bytes of {args.path} at offset {offset} with "
         f"{result.method} in {result.seconds:.6f} s ({rate:.1f} GiB/s)"
@@ -194,7 +196,7 @@ def zero_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
 
 
 def preallocate_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    size = common.parse_size(args.size, "--size")
+    size = units.parse_size(args.size, "--size")
     result = preallocate(args.path, size, keep_size=args.keep_size)
     if args.json:
         common.print_json(

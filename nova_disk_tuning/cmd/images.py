@@ -11,6 +11,7 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
+from nova_disk_tuning.common import units
 from nova_disk_tuning.images import publish
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -118,8 +119,8 @@ def cache_list_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
             e.image_id,
             os.path.basename(e.path),
             e.format,
-            common.human_size(e.virtual_size),
-            common.human_size(e.disk_usage),
+            units.human_size(e.virtual_size),
+            units.human_size(e.disk_usage),
             datetime.datetime.fromtimestamp(e.last_used).isoformat(timespec="seconds"),
         )
         for e in entries

@@ -29,6 +29,7 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
+from nova_disk_tuning.common import units
 from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance, image_id_for_path
 
 
@@ -187,8 +188,8 @@ def _print_disks(info: list[dict[str, Any]]) -> None:
             d["kind"],
             d["type"],
             d["path"],
-            common.human_size(d["virt_disk_size"]) if d["virt_disk_size"] else "-",
-            common.human_size(d["disk_size"]) if d["disk_size"] is not None else "-",
+            units.human_size(d["virt_disk_size"]) if d["virt_disk_size"] else "-",
+            units.human_size(d["disk_size"]) if d["disk_size"] is not None else "-",
             d["cache"] or "-",
             d["io"] or "-",
         )

@@ -26,8 +26,6 @@ from typing import Any
 from nova_disk_tuning import exception
 
 RECORD_VERSION = 1
-GiB = 1 << 30
-MiB = 1 << 20
 # libvirt accepts more, but a name also ends up in file names and logs.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}")
 

@@ -21,7 +21,6 @@ so on, the uuid being the basename of ``instance_dir``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -29,8 +28,10 @@ from typing import ClassVar
 
 from oslo_concurrency import processutils
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -40,7 +41,6 @@ from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 
 LOG = logging.getLogger(__name__)
 
-MiB = 1 << 20
 Execute = Callable[..., tuple[str, str]]
 DiskRef = GuestDisk | LibvirtConfigGuestDisk | str
 BLANK_KINDS = ("ephemeral", "swap")
@@ -94,7 +94,7 @@ def root_size(base: CachedImage, size: int | None) -> int:
             path=base.path,
             reason=f"its virtual size ({base.virtual_size} bytes) is larger than the "
             f"flavor's root disk ({size} bytes); choose a flavor with a root disk of at "
-            f"least {-(-base.virtual_size // (1 << 30))} GiB",
+            f"least {-(-base.virtual_size // GiB)} GiB",
         )
     return size
 

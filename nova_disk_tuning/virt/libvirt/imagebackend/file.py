@@ -6,9 +6,10 @@ The contract is :class:`~nova_disk_tuning.virt.libvirt.imagebackend.base.ImageBa
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterable, Iterator
+
+from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import CachedImage

@@ -11,13 +11,14 @@ the first ``volume_clear_size`` MiB when that is not 0.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -29,7 +30,6 @@ from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRequest,
     Execute,
     ImageBackend,
-    MiB,
 )
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 

@@ -12,15 +12,16 @@ storage. The disk config is a network disk with the monitors from
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
 
 from oslo_concurrency import processutils
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -32,7 +33,6 @@ from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRequest,
     Execute,
     ImageBackend,
-    MiB,
     command_env,
 )
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts

@@ -14,7 +14,7 @@ a unit test fails when the committed file differs. Regenerate it with::
 
 from __future__ import annotations
 
-import logging
+import logging  # only to silence the policy's warnings in the __main__ script
 import re
 import sys
 from collections.abc import Mapping
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nova_disk_tuning import conf as ndt_conf
+from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps, format_version
 from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning, tune_guest
 
-GiB = 1 << 30
 VCPUS = 4
 INSTANCE = "/var/lib/nova/instances/INSTANCE"
 DISK = f"{INSTANCE}/disk"
