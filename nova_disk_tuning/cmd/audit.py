@@ -18,7 +18,7 @@ from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import audit
+from nova_disk_tuning.virt.libvirt import audit, measure
 from nova_disk_tuning.virt.libvirt.host import Host
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 
@@ -85,14 +85,14 @@ def audit_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         raise exception.InvalidConfig(reason="give DOMAIN_XML_FILEs or --domain, not both")
     if args.connect:
         conf.set_override("connection_uri", args.connect, group="libvirt")
-    measure = measurer(conf)
+    measure_disk = measurer(conf)
     # Listing domains and reading their XML needs no write access.
     with Host(conf, read_only=True) as host:
         if args.files:
             caps = _file_audit_caps(host, explicit=bool(args.connect))
-            report = audit.audit_files(args.files, caps, conf, measure)
+            report = audit.audit_files(args.files, caps, conf, measure_disk)
         else:
-            report = audit.audit_connection(host, conf, measure, args.domain)
+            report = audit.audit_connection(host, conf, measure_disk, args.domain)
     render(report, as_json=args.json)
     return EXIT_FINDINGS if report.findings else EXIT_CLEAN
 
@@ -123,7 +123,7 @@ def measurer(conf: cfg.ConfigOpts) -> audit.Measure:
     probe = StorageProbe()
     qemu_img = QemuImg(conf, probe=probe)
 
-    def measure(source: audit.DiskSource) -> DiskFacts:
+    def measure_source(source: audit.DiskSource) -> DiskFacts:
         spec = measure.DiskSpec(
             path=source.path or "",
             name=source.name,
@@ -138,7 +138,7 @@ def measurer(conf: cfg.ConfigOpts) -> audit.Measure:
         preallocated = facts.source_type == "file" and bool(facts.allocation_covers_size)
         return facts.replace(driver="audit", preallocated=preallocated)
 
-    return measure
+    return measure_source
 
 
 def render(report: audit.AuditReport, as_json: bool = False) -> None:

@@ -1,37 +1,10 @@
-"""Audit the disks of libvirt domains against the tuning policy.
-
-For every disk of a domain the audit measures the facts the policy decides
-from (allocation, O_DIRECT at the path, block or file, qcow2 virtual size),
-asks :func:`~nova_disk_tuning.virt.libvirt.tuning.policy.tune_guest` what it would
-choose, and reports where the domain's own ``<driver>`` settings are
-
-* ``unsafe``: a safety rule of :mod:`tuning_checks` is broken (QEMU refuses
-  to start, cannot open the disk, or may block on metadata updates);
-* ``inconsistent``: guest TRIM would undo the disk's preallocation, and the
-  policy would render the disk differently;
-* ``slow``: the policy would choose a faster setting (native AIO where
-  nothing allocates, no writethrough, an IOThread the disk is bound to);
-* ``unaudited``: the disk cannot be measured here (its path is missing,
-  qemu-img fails, ...).
-
-Each finding carries the fix as XML: the ``<driver>`` element the policy
-renders for that disk (the parsed disk, copied, with the policy's decisions
-applied) or the guest's ``<iothreads>`` element. The audit has no policy of
-its own: a "slow" finding needs the policy to choose differently, so a
-domain this plugin tuned from the same facts has no findings.
-
-Measuring is injected (``measure``): the CLI measures like ``explain``
-does, and tests can hand in facts.
-"""
+"""The audit of one guest: each disk measured, checked against the safety rules and the policy."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import os
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -40,158 +13,26 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.virt.libvirt import domxml
-from nova_disk_tuning.virt.libvirt.host import Host
+from nova_disk_tuning.virt.libvirt.audit.findings import (
+    AUDITED_DEVICES,
+    BUS_BY_PREFIX,
+    GUEST,
+    DiskSource,
+    Finding,
+    Measure,
+    unaudited,
+)
 from nova_disk_tuning.virt.libvirt.tuning import safety
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning, GuestTuning, tune_guest
 
 LOG = logging.getLogger(__name__)
 
-# Worst first: the order findings are summarised in.
-SEVERITIES = ("unsafe", "inconsistent", "slow", "unaudited")
-GUEST = "(guest)"
-# Device kinds that are guest disks; cdroms and floppies carry no instance data.
-AUDITED_DEVICES = ("disk", "lun")
-# libvirt derives the bus from the target name when <target> has no bus.
-_BUS_BY_PREFIX = {"vd": "virtio", "sd": "scsi", "hd": "ide"}
-
-
-@dataclass(frozen=True)
-class DiskSource:
-    """What a domain's XML says about one disk: the input to measuring it."""
-
-    name: str
-    source_type: str
-    path: str | None
-    # The XML's <driver type>; None when the XML does not say.
-    format: str | None
-    bus: str
-    shareable: bool
-
-
-Measure = Callable[[DiskSource], DiskFacts]
-
-
-@dataclass(frozen=True)
-class Finding:
-    domain: str
-    disk: str
-    severity: str
-    rule: str
-    message: str
-    current: str | None = None
-    # The XML the policy would render instead; None when there is nothing to render.
-    suggested: str | None = None
-    # The policy's reasons for ``suggested``.
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class AuditReport:
-    domains: list[str] = dataclasses.field(default_factory=list)
-    findings: list[Finding] = dataclasses.field(default_factory=list)
-
-    def summary(self) -> dict[str, int]:
-        counts = Counter(f.severity for f in self.findings)
-        return {severity: counts[severity] for severity in SEVERITIES}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "domains": self.domains,
-            "findings": [f.to_dict() for f in self.findings],
-            "summary": self.summary(),
-        }
-
-
-# Entry points --------------------------------------------------------------------
-
-
-def audit_connection(
-    host: Host, conf: cfg.ConfigOpts, measure: Measure, names: Sequence[str] = ()
-) -> AuditReport:
-    """Audit every domain defined on ``host``'s connection (or only ``names``)."""
-    import libvirt
-
-    conn = host.get_connection()
-    try:
-        domains = {dom.name(): dom for dom in conn.listAllDomains(0)}
-    except libvirt.libvirtError as exc:
-        raise exception.HypervisorError(
-            uri=host.uri, reason=f"listing domains failed: {exc.get_error_message() or exc}"
-        ) from None
-    unknown = sorted(set(names) - set(domains))
-    if unknown:
-        raise exception.InvalidConfig(
-            reason=f"no domain {', '.join(unknown)} at {host.uri}; defined: "
-            f"{', '.join(sorted(domains)) or 'none'}"
-        )
-    caps = host.caps()
-    report = AuditReport()
-    for name in sorted(names or domains):
-        try:
-            xml = domains[name].XMLDesc(0)
-        except libvirt.libvirtError as exc:
-            # Undefined while we looked: say so and go on with the others.
-            report.domains.append(name)
-            message = f"cannot audit: reading its XML failed: {exc}"
-            report.findings.append(_unaudited(name, GUEST, "cannot-audit", message))
-            continue
-        try:
-            audited, findings = audit_xml(xml, caps, conf, measure)
-        except exception.NovaDiskTuningException as exc:
-            message = f"cannot audit: its XML does not parse: {exc}"
-            audited, findings = name, [_unaudited(name, GUEST, "cannot-audit", message)]
-        report.domains.append(audited)
-        report.findings.extend(findings)
-    return report
-
-
-def audit_files(
-    paths: Iterable[str], caps: HostCaps, conf: cfg.ConfigOpts, measure: Measure
-) -> AuditReport:
-    """Audit domain XML files; a file that cannot be read or parsed is an error."""
-    report = AuditReport()
-    for path in paths:
-        try:
-            with open(path, "rb") as handle:
-                xml = handle.read()
-        except OSError as exc:
-            raise exception.InvalidConfig(
-                reason=f"cannot read domain XML {path}: {exc.strerror}; check the path"
-            ) from None
-        try:
-            name, findings = audit_xml(xml, caps, conf, measure)
-        except exception.NovaDiskTuningException as exc:
-            raise exception.InvalidConfig(
-                reason=f"{path}: {exc}. Pass a libvirt domain XML (virsh dumpxml NAME)."
-            ) from None
-        report.domains.append(name)
-        report.findings.extend(findings)
-    return report
-
-
-def audit_xml(
-    xml: str | bytes, caps: HostCaps, conf: cfg.ConfigOpts, measure: Measure
-) -> tuple[str, list[Finding]]:
-    """Audit one domain XML; returns the domain's name and the findings."""
-    data = xml.encode() if isinstance(xml, str) else xml
-    try:
-        root = etree.fromstring(data)
-    except etree.XMLSyntaxError as exc:
-        raise exception.InvalidConfig(reason=f"not XML: {exc}") from None
-    guest = domxml.LibvirtConfigGuest()
-    guest.parse_dom(root)
-    name = guest.name or "<unnamed>"
-    return name, _Auditor(guest, root, caps, conf, measure).run()
-
 
 # The audit of one guest ----------------------------------------------------------
 
 
-class _Auditor:
+class GuestAudit:
     def __init__(
         self,
         guest: domxml.LibvirtConfigGuest,
@@ -230,7 +71,7 @@ class _Auditor:
         findings = self._guest_findings(plan)
         for disk, source, measured in zip(self.disks, sources, facts, strict=True):
             if source.name in problems:
-                findings.append(_unaudited(self.domain, source.name, *problems[source.name]))
+                findings.append(unaudited(self.domain, source.name, *problems[source.name]))
             else:
                 findings.extend(self._disk_findings(disk, measured, plan))
         LOG.info("Audited domain %s: %d finding(s)", self.domain, len(findings))
@@ -407,7 +248,7 @@ def _writethrough(disk: domxml.LibvirtConfigGuestDisk, policy: DiskTuning) -> st
 
 def _source(disk: domxml.LibvirtConfigGuestDisk, index: int) -> DiskSource:
     name = disk.target_dev or f"disk{index}"
-    bus = disk.target_bus or _BUS_BY_PREFIX.get(name[:2], "ide")
+    bus = disk.target_bus or BUS_BY_PREFIX.get(name[:2], "ide")
     return DiskSource(
         name=name,
         source_type=disk.source_type,
@@ -437,7 +278,3 @@ def _tostring(element: etree._Element) -> str:
     element = copy.deepcopy(element)
     element.tail = None
     return etree.tostring(element, encoding="unicode").strip()
-
-
-def _unaudited(domain: str, disk: str, rule: str, message: str) -> Finding:
-    return Finding(domain, disk, "unaudited", rule, message)
