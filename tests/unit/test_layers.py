@@ -43,3 +43,69 @@ def test_the_check_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from nova_disk_tuning.virt.libvirt import tuning\n")
     assert _layer(next(m for m in _imports(bad) if "virt" in m)) == "virt"
+
+
+LIBVIRT = "nova_disk_tuning.virt.libvirt"
+# Inside virt/libvirt: packages that must not reach into others.
+FORBIDDEN = {
+    # The policy decides from facts; it knows no backend, volume driver or driver.
+    "virt/libvirt/tuning": (
+        f"{LIBVIRT}.imagebackend",
+        f"{LIBVIRT}.volume",
+        f"{LIBVIRT}.driver",
+        f"{LIBVIRT}.spawn",
+        f"{LIBVIRT}.guest",
+        f"{LIBVIRT}.audit",
+    ),
+    # The XML objects render what they are given: no policy.
+    "virt/libvirt/domxml": (f"{LIBVIRT}.tuning", f"{LIBVIRT}.imagebackend", f"{LIBVIRT}.driver"),
+    # Backends and volume drivers report facts; they never decide.
+    "virt/libvirt/imagebackend": (f"{LIBVIRT}.tuning.policy", f"{LIBVIRT}.driver"),
+    "virt/libvirt/volume": (f"{LIBVIRT}.tuning.policy", f"{LIBVIRT}.driver"),
+}
+
+
+def _offenders(folder: str, forbidden: tuple[str, ...], root: pathlib.Path = PACKAGE) -> list[str]:
+    found = []
+    for path in sorted((root / folder).rglob("*.py")):
+        for module in _imports(path):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                found.append(f"{path.relative_to(root.parent)} imports {module}")
+    return found
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_libvirt_packages_keep_to_their_job(folder):
+    assert (PACKAGE / folder).is_dir(), folder
+    assert not _offenders(folder, FORBIDDEN[folder])
+
+
+def test_common_imports_nothing_of_the_project_but_exception():
+    found = [
+        f"{path.name} imports {module}"
+        for path in sorted((PACKAGE / "common").rglob("*.py"))
+        for module in _imports(path)
+        if module.startswith("nova_disk_tuning")
+        and not module.startswith(("nova_disk_tuning.common", "nova_disk_tuning.exception"))
+        and module != "nova_disk_tuning"
+    ]
+    assert not found
+
+
+def test_nothing_outside_cmd_imports_cmd():
+    found = [
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).parts[0] != "cmd"
+        for module in _imports(path)
+        if module.startswith("nova_disk_tuning.cmd")
+    ]
+    assert not found
+
+
+def test_the_package_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "pkg" / "virt" / "libvirt" / "tuning"
+    bad.mkdir(parents=True)
+    (bad / "x.py").write_text(f"from {LIBVIRT}.imagebackend.file import Flat\n")
+    folder = "virt/libvirt/tuning"
+    assert _offenders(folder, FORBIDDEN[folder], root=tmp_path / "pkg")
