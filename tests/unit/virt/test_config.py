@@ -885,3 +885,18 @@ def test_parse_live_qemu_xml_skips_what_it_does_not_model() -> None:
     assert guest.devices[5].source_path == "/dev/pts/3"
     # What was read renders again and reads back the same.
     round_trip(guest)
+
+
+def test_every_checked_attribute_is_annotated_for_type_checkers() -> None:
+    import typing
+
+    from nova_disk_tuning.virt.libvirt.domxml import base
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls] + [c for sub in cls.__subclasses__() for c in subclasses(sub)]
+
+    for cls in subclasses(base.LibvirtConfigObject):
+        declared = set(cls.__dict__.get("checks", {}))
+        annotated = set(getattr(cls, "__annotations__", {}))
+        assert declared <= annotated, (cls.__name__, sorted(declared - annotated))
+        typing.get_type_hints(cls)  # the annotations name real types

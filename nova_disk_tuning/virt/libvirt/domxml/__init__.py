@@ -26,7 +26,8 @@ from nova_disk_tuning.virt.libvirt.domxml.devices import (
     LibvirtConfigGuestSerial,
     LibvirtConfigMemoryBalloon,
 )
-from nova_disk_tuning.virt.libvirt.domxml.disk import (
+from nova_disk_tuning.virt.libvirt.domxml.disk import LibvirtConfigGuestDisk
+from nova_disk_tuning.virt.libvirt.domxml.disk_values import (
     DISK_BUSES,
     DISK_CACHE_MODES,
     DISK_DETECT_ZEROES,
@@ -39,7 +40,6 @@ from nova_disk_tuning.virt.libvirt.domxml.disk import (
     DISK_SOURCE_TYPES,
     IOTUNE_ELEMENTS,
     NETWORK_PROTOCOLS,
-    LibvirtConfigGuestDisk,
 )
 from nova_disk_tuning.virt.libvirt.domxml.guest import LibvirtConfigGuest
 

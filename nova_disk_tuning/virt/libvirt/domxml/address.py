@@ -34,6 +34,11 @@ class LibvirtConfigGuestDeviceAddress(base.LibvirtConfigObject):
 
 
 class LibvirtConfigGuestDeviceAddressPCI(LibvirtConfigGuestDeviceAddress):
+    # The attributes ``checks`` declares, for type checkers.
+    domain: int | None
+    bus: int | None
+    slot: int | None
+    function: int | None
     type = "pci"
     fields = ("domain", "bus", "slot", "function")
     checks = {
@@ -51,6 +56,11 @@ class LibvirtConfigGuestDeviceAddressPCI(LibvirtConfigGuestDeviceAddress):
 
 
 class LibvirtConfigGuestDeviceAddressDrive(LibvirtConfigGuestDeviceAddress):
+    # The attributes ``checks`` declares, for type checkers.
+    controller: int | None
+    bus: int | None
+    target: int | None
+    unit: int | None
     type = "drive"
     fields = ("controller", "bus", "target", "unit")
     checks = {name: base.int_range("address", 0, 0xFFFF) for name in fields}

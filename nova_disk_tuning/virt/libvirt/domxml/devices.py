@@ -11,7 +11,11 @@ from typing import Any
 from lxml import etree
 
 from nova_disk_tuning.virt.libvirt.domxml import base
-from nova_disk_tuning.virt.libvirt.domxml.address import address_check, parse_address
+from nova_disk_tuning.virt.libvirt.domxml.address import (
+    LibvirtConfigGuestDeviceAddress,
+    address_check,
+    parse_address,
+)
 from nova_disk_tuning.virt.libvirt.domxml.disk import LibvirtConfigGuestDisk
 
 SCSI_CONTROLLER_MODELS = (
@@ -24,6 +28,14 @@ SCSI_CONTROLLER_MODELS = (
 
 class LibvirtConfigGuestController(base.LibvirtConfigObject):
     """``<controller>``; a virtio-scsi controller can own an IOThread and queues."""
+
+    # The attributes ``checks`` declares, for type checkers.
+    type: str | None
+    model: str | None
+    index: int | None
+    driver_iothread: int | None
+    driver_queues: int | None
+    device_addr: LibvirtConfigGuestDeviceAddress | None
 
     root_name = "controller"
     checks = {
@@ -126,17 +138,30 @@ class LibvirtConfigGuestCharBase(base.LibvirtConfigObject):
 
 
 class LibvirtConfigGuestSerial(LibvirtConfigGuestCharBase):
+    # The attributes ``checks`` declares, for type checkers.
+    type: str | None
+    source_path: str | None
+    target_type: str | None
+    target_port: int | None
     root_name = "serial"
     target_types = ("isa-serial", "pci-serial", "usb-serial")
 
 
 class LibvirtConfigGuestConsole(LibvirtConfigGuestCharBase):
+    # The attributes ``checks`` declares, for type checkers.
+    type: str | None
+    source_path: str | None
+    target_type: str | None
+    target_port: int | None
     root_name = "console"
     target_types = ("serial", "virtio")
 
 
 class LibvirtConfigMemoryBalloon(base.LibvirtConfigObject):
     """``<memballoon>``; model 'none' turns the device off."""
+
+    # The attributes ``checks`` declares, for type checkers.
+    model: str
 
     root_name = "memballoon"
     checks = {"model": base.enum("memballoon", "virtio", "none", required=True)}

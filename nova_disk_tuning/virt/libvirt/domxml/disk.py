@@ -9,88 +9,95 @@ or IOThreads is the tuning policy's job.
 
 from __future__ import annotations
 
-from typing import Any
-
 from lxml import etree
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.virt.libvirt.domxml import base
 from nova_disk_tuning.virt.libvirt.domxml.address import (
+    LibvirtConfigGuestDeviceAddress,
     address_check,
     parse_address,
 )
-
-DISK_IO_MODES = ("threads", "native", "io_uring")
-DISK_CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
-DISK_DISCARD_MODES = ("ignore", "unmap")
-DISK_DETECT_ZEROES = ("off", "on", "unmap")
-DISK_ERROR_POLICIES = ("stop", "report", "ignore", "enospace")
-DISK_RERROR_POLICIES = ("stop", "report", "ignore")
-DISK_BUSES = ("virtio", "scsi", "sata", "ide", "usb", "fdc", "sd", "xen")
-DISK_SOURCE_TYPES = ("file", "block", "network")
-DISK_DEVICES = ("disk", "cdrom", "lun", "floppy")
-# libvirt's storage format names (storagecommon.rng).
-DISK_FORMATS = (
-    "raw", "qcow2", "qcow", "qed", "vmdk", "vpc", "vdi", "vhd",
-    "bochs", "cloop", "dmg", "iso", "fat", "ploop", "luks",
-)  # fmt: skip
-NETWORK_PROTOCOLS = (
-    "rbd", "iscsi", "nbd", "gluster", "sheepdog", "http", "https",
-    "ftp", "ftps", "tftp", "vxhs", "nfs",
-)  # fmt: skip
-# How many <host> elements each protocol takes (domaincommon.rng): (min, max).
-_HOSTS_PER_PROTOCOL = {"rbd": (0, None), "gluster": (1, None)}
-
-# <iotune> children in libvirt's order; the Python name is "disk_" + tag.
-_IOTUNE_BASE = (
-    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
-    "total_iops_sec", "read_iops_sec", "write_iops_sec",
-)  # fmt: skip
-IOTUNE_ELEMENTS = (
-    *_IOTUNE_BASE,
-    *(f"{n}_max" for n in _IOTUNE_BASE),
-    "size_iops_sec",
-    *(f"{n}_max_length" for n in _IOTUNE_BASE),
+from nova_disk_tuning.virt.libvirt.domxml.disk_values import (
+    DISK_BUSES,
+    DISK_CACHE_MODES,
+    DISK_DETECT_ZEROES,
+    DISK_DEVICES,
+    DISK_DISCARD_MODES,
+    DISK_ERROR_POLICIES,
+    DISK_FORMATS,
+    DISK_IO_MODES,
+    DISK_RERROR_POLICIES,
+    DISK_SOURCE_TYPES,
+    DRIVER_ATTRS,
+    HOSTS_PER_PROTOCOL,
+    INT_DRIVER_ATTRS,
+    IOTUNE_BASE,
+    IOTUNE_ELEMENTS,
+    NETWORK_PROTOCOLS,
+    PortList,
 )
-
-# Python attribute -> <driver> attribute, in libvirt's output order.
-_DRIVER_ATTRS = {
-    "driver_name": "name",
-    "driver_format": "type",
-    "driver_cache": "cache",
-    "driver_error_policy": "error_policy",
-    "driver_rerror_policy": "rerror_policy",
-    "driver_io": "io",
-    "driver_copy_on_read": "copy_on_read",
-    "driver_discard": "discard",
-    "driver_iothread": "iothread",
-    "driver_detect_zeroes": "detect_zeroes",
-    "driver_queues": "queues",
-    "driver_queue_size": "queue_size",
-    "driver_discard_no_unref": "discard_no_unref",
-}
-_INT_DRIVER_ATTRS = {"driver_iothread", "driver_queues", "driver_queue_size"}
-
-
-class _PortList(base.ListOf):
-    """Ports per host; all-None is stored as [] (the XML cannot tell them apart).
-
-    Nova's connection_info carries ports as strings; decimal strings are
-    stored as ints so objects built either way compare equal.
-    """
-
-    def __call__(self, name: str, value: Any) -> list[Any]:
-        if isinstance(value, (list, tuple)):
-            value = [int(p) if isinstance(p, str) and p.isdecimal() else p for p in value]
-        ports = super().__call__(name, value)
-        return [] if all(p is None for p in ports) else ports
-
 
 # Disks ------------------------------------------------------------------------
 
 
 class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
     """``<disk>``: file, block or network storage as a disk, cdrom, lun or floppy."""
+
+    # The attributes ``checks`` declares, for type checkers.
+    source_type: str
+    source_device: str
+    source_path: str | None
+    source_protocol: str | None
+    source_name: str | None
+    source_hosts: list[str]
+    source_ports: list[int]
+    driver_name: str | None
+    driver_format: str | None
+    driver_cache: str | None
+    driver_error_policy: str | None
+    driver_rerror_policy: str | None
+    driver_io: str | None
+    driver_copy_on_read: str | None
+    driver_discard: str | None
+    driver_iothread: int | None
+    driver_detect_zeroes: str | None
+    driver_queues: int | None
+    driver_queue_size: int | None
+    driver_discard_no_unref: str | None
+    driver_iothread_queues: dict[int, list[int]] | None
+    target_dev: str | None
+    target_bus: str | None
+    serial: str | None
+    boot_order: int | None
+    alias: str | None
+    readonly: bool
+    shareable: bool
+    auth_username: str | None
+    auth_secret_type: str | None
+    auth_secret_uuid: str | None
+    disk_total_bytes_sec: int | None
+    disk_read_bytes_sec: int | None
+    disk_write_bytes_sec: int | None
+    disk_total_iops_sec: int | None
+    disk_read_iops_sec: int | None
+    disk_write_iops_sec: int | None
+    disk_total_bytes_sec_max: int | None
+    disk_read_bytes_sec_max: int | None
+    disk_write_bytes_sec_max: int | None
+    disk_total_iops_sec_max: int | None
+    disk_read_iops_sec_max: int | None
+    disk_write_iops_sec_max: int | None
+    disk_size_iops_sec: int | None
+    disk_total_bytes_sec_max_length: int | None
+    disk_read_bytes_sec_max_length: int | None
+    disk_write_bytes_sec_max_length: int | None
+    disk_total_iops_sec_max_length: int | None
+    disk_read_iops_sec_max_length: int | None
+    disk_write_iops_sec_max_length: int | None
+    logical_block_size: int | None
+    physical_block_size: int | None
+    device_addr: LibvirtConfigGuestDeviceAddress | None
 
     root_name = "disk"
     checks = {
@@ -102,7 +109,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         "source_hosts": base.ListOf(
             base.pattern("disk/source/host", r"[a-zA-Z0-9.:-]+", "host names or IP addresses")
         ),
-        "source_ports": _PortList(base.int_range("disk/source/host", 1, 65535), True),
+        "source_ports": PortList(base.int_range("disk/source/host", 1, 65535), True),
         "driver_name": base.enum("disk/driver", "qemu"),
         "driver_format": base.enum("disk/driver", *DISK_FORMATS),
         "driver_cache": base.enum("disk/driver", *DISK_CACHE_MODES),
@@ -166,7 +173,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                     "a network disk needs source_protocol and source_name (e.g. 'rbd' and "
                     "'pool/volume')"
                 )
-            low, high = _HOSTS_PER_PROTOCOL.get(self.source_protocol, (1, 1))
+            low, high = HOSTS_PER_PROTOCOL.get(self.source_protocol, (1, 1))
             count = len(self.source_hosts)
             if count < low or (high is not None and count > high):
                 wanted = f"{low}" if low == high else f"at least {low}"
@@ -235,7 +242,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 split = [f"disk_{op}_{kind}_sec{suffix}" for op in ("read", "write")]
                 if getattr(self, total) is not None and any(getattr(self, s) for s in split):
                     raise self._bad(f"{total} cannot be combined with {' or '.join(split)}")
-        for tag in _IOTUNE_BASE:
+        for tag in IOTUNE_BASE:
             if (
                 getattr(self, f"disk_{tag}_max_length") is not None
                 and getattr(self, f"disk_{tag}_max") is None
@@ -281,7 +288,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         return disk
 
     def _format_driver(self, disk: etree._Element) -> None:
-        values = {xml: getattr(self, py) for py, xml in _DRIVER_ATTRS.items()}
+        values = {xml: getattr(self, py) for py, xml in DRIVER_ATTRS.items()}
         # Unlike Nova, any driver attribute (io alone included) yields <driver>.
         if all(v is None for v in values.values()) and not self.driver_iothread_queues:
             return
@@ -346,8 +353,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         parse_address(self, xmldoc)
 
     def _parse_driver(self, driver: etree._Element) -> None:
-        for py, xml in _DRIVER_ATTRS.items():
-            if py in _INT_DRIVER_ATTRS:
+        for py, xml in DRIVER_ATTRS.items():
+            if py in INT_DRIVER_ATTRS:
                 setattr(self, py, base.parse_int(driver, xml, "disk/driver", py))
             else:
                 setattr(self, py, driver.get(xml))

@@ -36,6 +36,29 @@ _MEMORY_UNITS = {
 class LibvirtConfigGuest(LibvirtConfigObject):
     """``<domain>``: what a bootable KVM/QEMU guest needs, plus its devices."""
 
+    # The attributes ``checks`` declares, for type checkers.
+    virt_type: str
+    name: str | None
+    uuid: str | None
+    memory: int | None
+    vcpus: int | None
+    iothreads: int | None
+    iothread_ids: list[int]
+    os_type: str
+    os_arch: str | None
+    os_mach_type: str | None
+    os_boot_dev: list[str]
+    os_kernel: str | None
+    os_initrd: str | None
+    os_cmdline: str | None
+    features: list[str]
+    clock_offset: str | None
+    on_poweroff: str | None
+    on_reboot: str | None
+    on_crash: str | None
+    emulator: str | None
+    devices: list[LibvirtConfigObject]
+
     root_name = "domain"
     checks = {
         "virt_type": base.enum("domain", "qemu", "kvm", "test", required=True),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt.domxml.disk import DISK_SOURCE_TYPES
+from nova_disk_tuning.virt.libvirt.domxml.disk_values import DISK_SOURCE_TYPES
 
 Version = tuple[int, int, int]
 DecisionValue = str | int | dict[int, list[int]] | None

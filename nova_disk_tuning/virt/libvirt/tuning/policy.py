@@ -24,7 +24,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt.domxml.disk import DISK_CACHE_MODES, DISK_SOURCE_TYPES
+from nova_disk_tuning.virt.libvirt.domxml.disk_values import DISK_CACHE_MODES, DISK_SOURCE_TYPES
 from nova_disk_tuning.virt.libvirt.tuning import safety
 from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps, format_version
 from nova_disk_tuning.virt.libvirt.tuning.iothreads import IOThreadPlan, plan_iothreads
