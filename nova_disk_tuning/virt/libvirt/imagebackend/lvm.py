@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -20,15 +21,11 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.cache import CachedImage
-from nova_disk_tuning.images.qemu_img import QemuImg
-from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.storage.zero import Zeroer
 from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRef,
     DiskRequest,
-    Execute,
     ImageBackend,
 )
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
@@ -42,15 +39,10 @@ class Lvm(ImageBackend):
     required_commands = (("lvcreate", "lvm2"), ("lvremove", "lvm2"))
 
     def __init__(
-        self,
-        conf: cfg.ConfigOpts,
-        qemu_img: QemuImg | None = None,
-        probe: StorageProbe | None = None,
-        zeroer: Zeroer | None = None,
-        execute: Execute | None = None,
-        dev_dir: str = "/dev",
+        self, conf: cfg.ConfigOpts, *args: Any, dev_dir: str = "/dev", **kwargs: Any
     ) -> None:
-        super().__init__(conf, qemu_img, probe, zeroer, execute)
+        """As :class:`ImageBackend`, plus ``dev_dir``."""
+        super().__init__(conf, *args, **kwargs)
         # Where LVM puts /dev/<vg>/<lv> links; a test points it elsewhere.
         self.dev_dir = dev_dir
 

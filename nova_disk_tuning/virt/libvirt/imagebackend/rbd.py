@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from oslo_concurrency import processutils
 from oslo_config import cfg
@@ -23,15 +24,11 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.cache import CachedImage
-from nova_disk_tuning.images.qemu_img import QemuImg
-from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.storage.zero import Zeroer
 from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRef,
     DiskRequest,
-    Execute,
     ImageBackend,
     command_env,
 )
@@ -115,15 +112,10 @@ class Rbd(ImageBackend):
     required_commands = (("rbd", "ceph-common"),)
 
     def __init__(
-        self,
-        conf: cfg.ConfigOpts,
-        qemu_img: QemuImg | None = None,
-        probe: StorageProbe | None = None,
-        zeroer: Zeroer | None = None,
-        execute: Execute | None = None,
-        hosts: Sequence[str] | None = None,
+        self, conf: cfg.ConfigOpts, *args: Any, hosts: Sequence[str] | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(conf, qemu_img, probe, zeroer, execute)
+        """As :class:`ImageBackend`, plus ``hosts``."""
+        super().__init__(conf, *args, **kwargs)
         # Monitors as host[:port]; None: read mon_host from the Ceph config.
         self._hosts = list(hosts) if hosts is not None else None
 

@@ -15,6 +15,7 @@ implement :meth:`_source` (config) and :meth:`_measure` (facts).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -28,6 +29,16 @@ from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    """A volume being described: Cinder's connection_info, its ``data``, the config being filled."""
+
+    info: Mapping[str, Any]
+    config: LibvirtConfigGuestDisk
+    data: Mapping[str, Any]
+
 
 # Cinder's front-end QoS keys are libvirt's <iotune> element names.
 QOS_KEYS = frozenset(IOTUNE_ELEMENTS)
@@ -102,7 +113,7 @@ class LibvirtBaseVolumeDriver:
                 target_dev=target_dev,
                 target_bus=bus,
             )
-            self._source(config, connection_info, data)
+            self._source(Attachment(connection_info, config, data))
             config.serial = connection_info.get("serial")
             config.readonly = self._access_mode(connection_info, data) == "ro"
             config.shareable = self.multiattach(connection_info)
@@ -117,13 +128,6 @@ class LibvirtBaseVolumeDriver:
             ) from None
         LOG.debug("Volume %s: config %r", volume, config)
         return config
-
-    def get_facts(
-        self, connection_info: Mapping[str, Any], target_dev: str, bus: str = "virtio"
-    ) -> DiskFacts:
-        """The measured facts of a connected volume, with its AIO hint."""
-        config = self.get_config(connection_info, target_dev, bus)
-        return self._facts_and_notes(connection_info, target_dev, bus, config)[0]
 
     # connection_info helpers --------------------------------------------------
 
@@ -193,18 +197,11 @@ class LibvirtBaseVolumeDriver:
 
     # Subclass interface ---------------------------------------------------------
 
-    def _source(
-        self,
-        config: LibvirtConfigGuestDisk,
-        connection_info: Mapping[str, Any],
-        data: Mapping[str, Any],
-    ) -> None:
-        """Set source_type, the source and driver_format on ``config``."""
+    def _source(self, volume: Attachment) -> None:
+        """Set source_type, the source and driver_format on ``volume.config``."""
         raise NotImplementedError
 
-    def _measure(
-        self, connection_info: Mapping[str, Any], config: LibvirtConfigGuestDisk
-    ) -> tuple[dict[str, Any], list[str]]:
+    def _measure(self, volume: Attachment) -> tuple[dict[str, Any], list[str]]:
         """DiskFacts fields measured on the host, and notes on what was found."""
         raise NotImplementedError
 
@@ -217,8 +214,8 @@ class LibvirtBaseVolumeDriver:
         bus: str,
         config: LibvirtConfigGuestDisk,
     ) -> tuple[DiskFacts, list[str]]:
-        measured, notes = self._measure(connection_info, config)
         data = self.data(connection_info)
+        measured, notes = self._measure(Attachment(connection_info, config, data))
         hint = self.aio_hint(connection_info)
         notes.insert(0, f"{self.transport} prefers AIO {hint or 'unset (no preference)'}")
         if config.shareable:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
 from typing import Any
 
 from oslo_log import log as logging
 
-from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.volume.base import LibvirtBaseVolumeDriver
+from nova_disk_tuning.virt.libvirt.volume.base import Attachment, LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -27,39 +25,32 @@ class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
     # allocate blocks, which is what makes native AIO safe (the Nova spec).
     preferred_aio = "native"
 
-    def _source(
-        self,
-        config: LibvirtConfigGuestDisk,
-        connection_info: Mapping[str, Any],
-        data: Mapping[str, Any],
-    ) -> None:
-        config.source_type = "block"
-        config.source_path = self.require(
-            connection_info,
+    def _source(self, volume: Attachment) -> None:
+        volume.config.source_type = "block"
+        volume.config.source_path = self.require(
+            volume.info,
             "device_path",
             "os-brick's connect_volume returns it: connect the volume on this host first",
         )
-        config.driver_format = data.get("format") or "raw"
+        volume.config.driver_format = volume.data.get("format") or "raw"
 
-    def _measure(
-        self, connection_info: Mapping[str, Any], config: LibvirtConfigGuestDisk
-    ) -> tuple[dict[str, Any], list[str]]:
-        path = config.source_path
+    def _measure(self, volume: Attachment) -> tuple[dict[str, Any], list[str]]:
+        path = volume.config.source_path
         try:
             st = self._stat(path)
         except FileNotFoundError:
             raise self.error(
-                connection_info,
+                volume.info,
                 f"data.device_path {path} does not exist; os-brick's connect_volume has "
                 "not attached it (or it was detached). Reconnect the volume and retry.",
             ) from None
         except OSError as exc:
             raise self.error(
-                connection_info, f"cannot stat data.device_path {path}: {exc.strerror}"
+                volume.info, f"cannot stat data.device_path {path}: {exc.strerror}"
             ) from None
         if not stat.S_ISBLK(st.st_mode):
             raise self.error(
-                connection_info,
+                volume.info,
                 f"data.device_path {path} is not a block device; the {self.transport} "
                 "transport attaches block devices. A file volume needs a file "
                 "transport such as nfs.",

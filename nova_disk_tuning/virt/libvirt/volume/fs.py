@@ -22,8 +22,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.volume.base import LibvirtBaseVolumeDriver
+from nova_disk_tuning.virt.libvirt.volume.base import Attachment, LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -69,51 +68,43 @@ class LibvirtFileSystemVolumeDriver(LibvirtBaseVolumeDriver):
             )
         return os.path.join(self.mount_point(export), name)
 
-    def _source(
-        self,
-        config: LibvirtConfigGuestDisk,
-        connection_info: Mapping[str, Any],
-        data: Mapping[str, Any],
-    ) -> None:
-        config.source_type = "file"
-        config.source_path = self.volume_path(connection_info)
-        config.driver_format = data.get("format") or "raw"
+    def _source(self, volume: Attachment) -> None:
+        volume.config.source_type = "file"
+        volume.config.source_path = self.volume_path(volume.info)
+        volume.config.driver_format = volume.data.get("format") or "raw"
 
-    def _measure(
-        self, connection_info: Mapping[str, Any], config: LibvirtConfigGuestDisk
-    ) -> tuple[dict[str, Any], list[str]]:
-        path = config.source_path
-        data = self.data(connection_info)
+    def _measure(self, volume: Attachment) -> tuple[dict[str, Any], list[str]]:
+        path = volume.config.source_path
         try:
             st = os.stat(path)
         except FileNotFoundError:
             where = (
                 "data.device_path"
-                if data.get("device_path")
-                else f"data.name in the share {data.get('export')!r} mounted at "
+                if volume.data.get("device_path")
+                else f"data.name in the share {volume.data.get('export')!r} mounted at "
                 f"{os.path.dirname(path)} ([libvirt] {self.mount_base_option})"
             )
             raise self.error(
-                connection_info,
+                volume.info,
                 f"volume file {path} ({where}) does not exist; mount the share there or "
                 "check the volume's name",
             ) from None
         except OSError as exc:
-            raise self.error(connection_info, f"cannot stat {path}: {exc.strerror}") from None
+            raise self.error(volume.info, f"cannot stat {path}: {exc.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
             raise self.error(
-                connection_info,
+                volume.info,
                 f"{path} is not a regular file; the {self.transport} transport gives files "
                 "on a share to the guest",
             )
         allocation = self.probe.allocation(path)
         size, allocated = allocation.size, allocation.allocated
         fully: bool | None = allocation.fully_allocated
-        if config.driver_format == "qcow2":
+        if volume.config.driver_format == "qcow2":
             # st_size of a qcow2 is not its virtual size; a qcow2 will not
             # allocate on write once its host allocation reaches the virtual
             # size (the rule KubeVirt uses), so let DiskFacts derive it.
-            size, fully = self._virtual_size(connection_info, path), None
+            size, fully = self._virtual_size(volume.info, path), None
         direct_io = self.probe.supports_direct_io(path)
         fs_type = self.probe.fs_type(path)
         covered = fully if fully is not None else allocated >= size

@@ -7,13 +7,11 @@ Nova spec, after danpb), so these drivers express no AIO preference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from oslo_log import log as logging
 
-from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.volume.base import LibvirtBaseVolumeDriver
+from nova_disk_tuning.virt.libvirt.volume.base import Attachment, LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -27,47 +25,35 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
     def protocol(self) -> str:
         return self.transport
 
-    def _source(
-        self,
-        config: LibvirtConfigGuestDisk,
-        connection_info: Mapping[str, Any],
-        data: Mapping[str, Any],
-    ) -> None:
-        config.source_type = "network"
-        config.source_protocol = self.protocol
-        config.source_name = self.require(connection_info, "name")
-        hosts = data.get("hosts") or []
-        ports = data.get("ports") or []
+    def _source(self, volume: Attachment) -> None:
+        volume.config.source_type = "network"
+        volume.config.source_protocol = self.protocol
+        volume.config.source_name = self.require(volume.info, "name")
+        hosts = volume.data.get("hosts") or []
+        ports = volume.data.get("ports") or []
         if not isinstance(hosts, list) or not isinstance(ports, list):
-            raise self.invalid(connection_info, "data.hosts and data.ports must be lists")
+            raise self.invalid(volume.info, "data.hosts and data.ports must be lists")
         if ports and len(ports) != len(hosts):
             raise self.invalid(
-                connection_info,
+                volume.info,
                 f"data.hosts has {len(hosts)} entries but data.ports has {len(ports)}; "
                 "give one port per host",
             )
-        config.source_hosts = hosts
-        config.source_ports = ports
-        config.driver_format = data.get("format") or "raw"
-        self._auth(config, connection_info, data)
+        volume.config.source_hosts = hosts
+        volume.config.source_ports = ports
+        volume.config.driver_format = volume.data.get("format") or "raw"
+        self._auth(volume)
 
-    def _auth(
-        self,
-        config: LibvirtConfigGuestDisk,
-        connection_info: Mapping[str, Any],
-        data: Mapping[str, Any],
-    ) -> None:
-        if not data.get("auth_enabled"):
+    def _auth(self, volume: Attachment) -> None:
+        if not volume.data.get("auth_enabled"):
             return
-        config.auth_username = self.require(connection_info, "auth_username")
-        config.auth_secret_type = self.require(connection_info, "secret_type")
-        config.auth_secret_uuid = self.require(connection_info, "secret_uuid")
+        volume.config.auth_username = self.require(volume.info, "auth_username")
+        volume.config.auth_secret_type = self.require(volume.info, "secret_type")
+        volume.config.auth_secret_uuid = self.require(volume.info, "secret_uuid")
 
-    def _measure(
-        self, connection_info: Mapping[str, Any], config: LibvirtConfigGuestDisk
-    ) -> tuple[dict[str, Any], list[str]]:
-        hosts = ", ".join(config.source_hosts) or "hosts from the client's configuration"
-        return {}, [f"{self.protocol} {config.source_name} via QEMU's client ({hosts})"]
+    def _measure(self, volume: Attachment) -> tuple[dict[str, Any], list[str]]:
+        hosts = ", ".join(volume.config.source_hosts) or "hosts from the client's configuration"
+        return {}, [f"{self.protocol} {volume.config.source_name} via QEMU's client ({hosts})"]
 
 
 class RBDVolumeDriver(LibvirtNetVolumeDriver):
@@ -76,39 +62,34 @@ class RBDVolumeDriver(LibvirtNetVolumeDriver):
     transport = "rbd"
     storage_kind = "rbd"
 
-    def _auth(
-        self,
-        config: LibvirtConfigGuestDisk,
-        connection_info: Mapping[str, Any],
-        data: Mapping[str, Any],
-    ) -> None:
+    def _auth(self, volume: Attachment) -> None:
         # Cinder's credentials win: its Ceph cluster may not be the one the
         # image backend's [libvirt] rbd_user / rbd_secret_uuid point at.
         libvirt = self.conf.libvirt
-        if data.get("auth_enabled"):
-            config.auth_username = self.require(connection_info, "auth_username")
-            config.auth_secret_type = data.get("secret_type") or "ceph"
-            uuid = data.get("secret_uuid") or libvirt.rbd_secret_uuid
+        if volume.data.get("auth_enabled"):
+            volume.config.auth_username = self.require(volume.info, "auth_username")
+            volume.config.auth_secret_type = volume.data.get("secret_type") or "ceph"
+            uuid = volume.data.get("secret_uuid") or libvirt.rbd_secret_uuid
             if not uuid:
                 raise self.invalid(
-                    connection_info,
+                    volume.info,
                     "data.auth_enabled is true but data.secret_uuid is missing and "
                     "[libvirt] rbd_secret_uuid is not set; set one of them to the libvirt "
                     "secret holding the Ceph key",
                 )
-            if not data.get("secret_uuid"):
+            if not volume.data.get("secret_uuid"):
                 LOG.info(
                     "Volume %s: data.secret_uuid missing, using [libvirt] rbd_secret_uuid",
-                    self.volume_id(connection_info),
+                    self.volume_id(volume.info),
                 )
-            config.auth_secret_uuid = uuid
+            volume.config.auth_secret_uuid = uuid
         elif libvirt.rbd_secret_uuid and libvirt.rbd_user:
             # Nova's fallback for backends that do not send credentials.
             LOG.info(
                 "Volume %s: Cinder sent no Ceph credentials; using [libvirt] rbd_user "
                 "and rbd_secret_uuid",
-                self.volume_id(connection_info),
+                self.volume_id(volume.info),
             )
-            config.auth_username = libvirt.rbd_user
-            config.auth_secret_type = data.get("secret_type") or "ceph"
-            config.auth_secret_uuid = libvirt.rbd_secret_uuid
+            volume.config.auth_username = libvirt.rbd_user
+            volume.config.auth_secret_type = volume.data.get("secret_type") or "ceph"
+            volume.config.auth_secret_uuid = libvirt.rbd_secret_uuid
