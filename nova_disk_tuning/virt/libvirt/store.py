@@ -30,7 +30,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.common.files import fsync_dir
+from nova_disk_tuning.common.files import flock_held, fsync_dir
 from nova_disk_tuning.virt.libvirt.record import BUILDING, CREATED, DiskEntry, InstanceRecord
 
 LOG = logging.getLogger(__name__)
@@ -149,17 +149,7 @@ class InstanceStore:
 
     def owner_alive(self, uuid: str) -> bool:
         """Whether a live spawn holds the lock of this instance directory."""
-        try:
-            fd = os.open(os.path.join(self.instance_dir(uuid), SPAWN_LOCK), os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return flock_held(os.path.join(self.instance_dir(uuid), SPAWN_LOCK))
 
     def claim(self, record: InstanceRecord) -> SpawnClaim:
         """Create ``<uuid>/`` whole, with a building record; refuse if it exists."""
@@ -212,21 +202,12 @@ class InstanceStore:
     def _sweep_claims(self) -> None:
         """Remove claim directories of spawns killed before their rename."""
         for entry in os.listdir(self.root):
-            if not entry.startswith(CLAIM_PREFIX):
-                continue
             path = os.path.join(self.root, entry)
-            try:
-                fd = os.open(os.path.join(path, SPAWN_LOCK), os.O_RDONLY)
-            except OSError:
-                continue  # not (yet) one of ours
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a live spawn
-            finally:
-                os.close(fd)
-            shutil.rmtree(path, ignore_errors=True)
-            LOG.info("removed %s, left by a spawn that was killed", path)
+            lock = os.path.join(path, SPAWN_LOCK)
+            # Only our claim directories, and only once their owner is gone.
+            if entry.startswith(CLAIM_PREFIX) and os.path.exists(lock) and not flock_held(lock):
+                shutil.rmtree(path, ignore_errors=True)
+                LOG.info("removed %s, left by a spawn that was killed", path)
 
     # Writing -------------------------------------------------------------------
 

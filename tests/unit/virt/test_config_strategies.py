@@ -227,6 +227,12 @@ def guests(draw: st.DrawFn, libvirt_9_0: bool = False) -> config.LibvirtConfigGu
         # Two floppies must not share a drive letter.
         floppies = [d for d in devices if d.target_bus == "fdc"]
         devices = [d for d in devices if d.target_bus != "fdc"] + floppies[:1]
+    seen: set[str] = set()
+    for device in devices:
+        # Aliases are unique within a domain; a drawn one may repeat another's.
+        if device.alias in seen:
+            device.alias = None
+        seen.add(device.alias or "")
     if draw(st.booleans()):
         boot = draw(st.permutations(range(1, len(devices) + 1)))
         for disk, order in zip(devices, boot, strict=True):

@@ -13,29 +13,11 @@ from lxml import etree
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.virt.libvirt.domxml import base
+from nova_disk_tuning.virt.libvirt.domxml import disk_values as allowed
 from nova_disk_tuning.virt.libvirt.domxml.address import (
     LibvirtConfigGuestDeviceAddress,
     address_check,
     parse_address,
-)
-from nova_disk_tuning.virt.libvirt.domxml.disk_values import (
-    DISK_BUSES,
-    DISK_CACHE_MODES,
-    DISK_DETECT_ZEROES,
-    DISK_DEVICES,
-    DISK_DISCARD_MODES,
-    DISK_ERROR_POLICIES,
-    DISK_FORMATS,
-    DISK_IO_MODES,
-    DISK_RERROR_POLICIES,
-    DISK_SOURCE_TYPES,
-    DRIVER_ATTRS,
-    HOSTS_PER_PROTOCOL,
-    INT_DRIVER_ATTRS,
-    IOTUNE_BASE,
-    IOTUNE_ELEMENTS,
-    NETWORK_PROTOCOLS,
-    PortList,
 )
 
 # Disks ------------------------------------------------------------------------
@@ -101,25 +83,25 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
 
     root_name = "disk"
     checks = {
-        "source_type": base.enum("disk", *DISK_SOURCE_TYPES, required=True),
-        "source_device": base.enum("disk", *DISK_DEVICES, required=True),
+        "source_type": base.enum("disk", *allowed.DISK_SOURCE_TYPES, required=True),
+        "source_device": base.enum("disk", *allowed.DISK_DEVICES, required=True),
         "source_path": base.text("disk/source"),
-        "source_protocol": base.enum("disk/source", *NETWORK_PROTOCOLS),
+        "source_protocol": base.enum("disk/source", *allowed.NETWORK_PROTOCOLS),
         "source_name": base.text("disk/source"),
         "source_hosts": base.ListOf(
             base.pattern("disk/source/host", r"[a-zA-Z0-9.:-]+", "host names or IP addresses")
         ),
-        "source_ports": PortList(base.int_range("disk/source/host", 1, 65535), True),
+        "source_ports": allowed.PortList(base.int_range("disk/source/host", 1, 65535), True),
         "driver_name": base.enum("disk/driver", "qemu"),
-        "driver_format": base.enum("disk/driver", *DISK_FORMATS),
-        "driver_cache": base.enum("disk/driver", *DISK_CACHE_MODES),
-        "driver_error_policy": base.enum("disk/driver", *DISK_ERROR_POLICIES),
-        "driver_rerror_policy": base.enum("disk/driver", *DISK_RERROR_POLICIES),
-        "driver_io": base.enum("disk/driver", *DISK_IO_MODES),
+        "driver_format": base.enum("disk/driver", *allowed.DISK_FORMATS),
+        "driver_cache": base.enum("disk/driver", *allowed.DISK_CACHE_MODES),
+        "driver_error_policy": base.enum("disk/driver", *allowed.DISK_ERROR_POLICIES),
+        "driver_rerror_policy": base.enum("disk/driver", *allowed.DISK_RERROR_POLICIES),
+        "driver_io": base.enum("disk/driver", *allowed.DISK_IO_MODES),
         "driver_copy_on_read": base.on_off("disk/driver"),
-        "driver_discard": base.enum("disk/driver", *DISK_DISCARD_MODES),
+        "driver_discard": base.enum("disk/driver", *allowed.DISK_DISCARD_MODES),
         "driver_iothread": base.positive_int("disk/driver"),
-        "driver_detect_zeroes": base.enum("disk/driver", *DISK_DETECT_ZEROES),
+        "driver_detect_zeroes": base.enum("disk/driver", *allowed.DISK_DETECT_ZEROES),
         "driver_queues": base.positive_int("disk/driver"),
         "driver_queue_size": base.positive_int("disk/driver"),
         "driver_discard_no_unref": base.on_off("disk/driver"),
@@ -129,7 +111,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
             base.int_range("disk/driver/iothreads/iothread/queue", 0, 1023),
         ),
         "target_dev": base.pattern("disk/target", r"[a-zA-Z0-9_]+", "device names like 'vda'"),
-        "target_bus": base.enum("disk/target", *DISK_BUSES),
+        "target_bus": base.enum("disk/target", *allowed.DISK_BUSES),
         # The characters libvirt's schema and QEMU accept in a disk serial.
         "serial": base.pattern("disk/serial", r"[A-Za-z0-9_.+\- ]+", "strings of [A-Za-z0-9_.+- ]"),
         "boot_order": base.positive_int_or_decimal("disk/boot"),
@@ -139,7 +121,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         "auth_username": base.pattern("disk/auth", r"[a-zA-Z0-9_+-]+", "names of [a-zA-Z0-9_+-]"),
         "auth_secret_type": base.enum("disk/auth/secret", "ceph", "iscsi"),
         "auth_secret_uuid": base.uuid_text("disk/auth/secret"),
-        **{f"disk_{tag}": base.positive_int("disk/iotune") for tag in IOTUNE_ELEMENTS},
+        **{f"disk_{tag}": base.positive_int("disk/iotune") for tag in allowed.IOTUNE_ELEMENTS},
         "logical_block_size": base.enum_int("disk/blockio", 512, 1024, 2048, 4096),
         "physical_block_size": base.enum_int("disk/blockio", 512, 1024, 2048, 4096),
         "device_addr": address_check("disk/address"),
@@ -173,7 +155,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                     "a network disk needs source_protocol and source_name (e.g. 'rbd' and "
                     "'pool/volume')"
                 )
-            low, high = HOSTS_PER_PROTOCOL.get(self.source_protocol, (1, 1))
+            low, high = allowed.HOSTS_PER_PROTOCOL.get(self.source_protocol, (1, 1))
             count = len(self.source_hosts)
             if count < low or (high is not None and count > high):
                 wanted = f"{low}" if low == high else f"at least {low}"
@@ -242,7 +224,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 split = [f"disk_{op}_{kind}_sec{suffix}" for op in ("read", "write")]
                 if getattr(self, total) is not None and any(getattr(self, s) for s in split):
                     raise self._bad(f"{total} cannot be combined with {' or '.join(split)}")
-        for tag in IOTUNE_BASE:
+        for tag in allowed.IOTUNE_BASE:
             if (
                 getattr(self, f"disk_{tag}_max_length") is not None
                 and getattr(self, f"disk_{tag}_max") is None
@@ -267,7 +249,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 physical_block_size=self.physical_block_size,
             )
         base.set_attrs(etree.SubElement(disk, "target"), dev=self.target_dev, bus=self.target_bus)
-        tunes = [(tag, getattr(self, f"disk_{tag}")) for tag in IOTUNE_ELEMENTS]
+        tunes = [(tag, getattr(self, f"disk_{tag}")) for tag in allowed.IOTUNE_ELEMENTS]
         if any(value is not None for _, value in tunes):
             iotune = etree.SubElement(disk, "iotune")
             for tag, value in tunes:
@@ -288,7 +270,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         return disk
 
     def _format_driver(self, disk: etree._Element) -> None:
-        values = {xml: getattr(self, py) for py, xml in DRIVER_ATTRS.items()}
+        values = {xml: getattr(self, py) for py, xml in allowed.DRIVER_ATTRS.items()}
         # Unlike Nova, any driver attribute (io alone included) yields <driver>.
         if all(v is None for v in values.values()) and not self.driver_iothread_queues:
             return
@@ -339,7 +321,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 self.target_bus = child.get("bus")
             elif child.tag == "iotune":
                 for tune in child:
-                    if tune.tag in IOTUNE_ELEMENTS:
+                    if tune.tag in allowed.IOTUNE_ELEMENTS:
                         name = f"disk_{tune.tag}"
                         setattr(self, name, base.parse_text_int(tune, "disk/iotune", name))
             elif child.tag in ("readonly", "shareable"):
@@ -353,8 +335,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         parse_address(self, xmldoc)
 
     def _parse_driver(self, driver: etree._Element) -> None:
-        for py, xml in DRIVER_ATTRS.items():
-            if py in INT_DRIVER_ATTRS:
+        for py, xml in allowed.DRIVER_ATTRS.items():
+            if py in allowed.INT_DRIVER_ATTRS:
                 setattr(self, py, base.parse_int(driver, xml, "disk/driver", py))
             else:
                 setattr(self, py, driver.get(xml))

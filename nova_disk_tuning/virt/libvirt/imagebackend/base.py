@@ -256,12 +256,3 @@ def command_env() -> dict[str, str]:
     # env_variables replaces the whole environment: keep PATH (mkswap, lvcreate
     # live in /usr/sbin), force C messages so errors can be matched.
     return {**os.environ, "LC_ALL": "C", "LANG": "C"}
-
-
-def remove_file(path: str) -> bool:
-    """Unlink path; False if it was already gone."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True

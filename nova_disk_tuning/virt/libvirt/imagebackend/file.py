@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import remove_if_exists
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import covers
@@ -21,7 +22,6 @@ from nova_disk_tuning.virt.libvirt.imagebackend.base import (
     DiskRef,
     DiskRequest,
     ImageBackend,
-    remove_file,
 )
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
@@ -41,7 +41,7 @@ class _FileBackend(ImageBackend):
                 # A caller handing over the base would break every instance using it.
                 LOG.error("Not removing %s: it is in the image cache %s", path, base_dir)
                 continue
-            if remove_file(path):
+            if remove_if_exists(path):
                 LOG.info("Removed instance disk %s", path)
                 removed.append(path)
             else:
@@ -63,7 +63,7 @@ class _FileBackend(ImageBackend):
         try:
             yield path
         except BaseException:
-            if remove_file(path):
+            if remove_if_exists(path):
                 LOG.info("Removed the incomplete disk %s", path)
             if made_dir:
                 with contextlib.suppress(OSError):
