@@ -14,7 +14,7 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps system-deps venv test pep8 unit functional e2e genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
+.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
 
 all: test
 
@@ -46,6 +46,9 @@ pep8: $(STAMP_PY)
 	$(BIN)/ruff check nova_disk_tuning tests
 	$(BIN)/ruff format --check nova_disk_tuning tests
 
+typecheck: $(STAMP_PY)
+	$(BIN)/mypy
+
 unit: $(STAMP_PY)
 	$(PYTEST) tests/unit -q
 
@@ -69,7 +72,7 @@ docs-rules: $(STAMP_PY)
 releasenotes: $(STAMP_PY)
 	$(BIN)/reno lint
 
-test: pep8 genconfig-check unit functional e2e releasenotes
+test: pep8 typecheck genconfig-check unit functional e2e releasenotes
 
 demo: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work
