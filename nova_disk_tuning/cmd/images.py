@@ -72,9 +72,13 @@ def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # nothing is at DST by then: a failed, killed or racing run never leaves
     # a partial DST nor removes anything it did not make.
     with publish.StagedFile(args.dst) as staged:
+        staged_path = staged.path
+        if staged_path is None:
+            # StagedFile.__enter__ sets it: None here would be a bug there.
+            raise exception.ImageError(path=args.dst, reason="no temporary file to convert into")
         with common.progress(f"convert {os.path.basename(args.src)}", enabled=not args.json) as bar:
             result = qemu_img.convert(
-                args.src, staged.path, found.format, args.output_format, bar, fresh_target=True
+                args.src, staged_path, found.format, args.output_format, bar, fresh_target=True
             )
         staged.publish()
     # The temporary name is gone: show the command as run for the final name.

@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_files(args: argparse.Namespace) -> list[str]:
     if args.config_file is not None:
-        return args.config_file
+        # action="append": the --config-file values, in order.
+        files: list[str] = args.config_file
+        return files
     from oslo_config import cfg
 
     return cfg.find_config_files(project="nova", prog="nova")

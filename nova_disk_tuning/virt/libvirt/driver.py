@@ -299,7 +299,8 @@ class LibvirtDriver:
 
     def get_xml(self, instance_name: str) -> str:
         """libvirt's XML of the (defined) domain."""
-        return self._domain(instance_name).XMLDesc(0)
+        xml: str = self._domain(instance_name).XMLDesc(0)
+        return xml
 
     def get_tuning(self, instance_name: str) -> tuple[GuestTuning, list[DiskFacts]]:
         """The tuning decided at spawn, and the disk facts it was decided from."""

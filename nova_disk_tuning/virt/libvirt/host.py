@@ -91,7 +91,8 @@ class Host:
     def hypervisor_type(self) -> str:
         """``QEMU`` for the QEMU driver, ``TEST`` for libvirt's test driver."""
         conn = self.get_connection()
-        return self._call("getType", conn.getType)
+        hypervisor: str = self._call("getType", conn.getType)
+        return hypervisor
 
     def libvirt_version(self) -> Version:
         """The version of the libvirt daemon (or library, for in-process drivers)."""
@@ -117,7 +118,8 @@ class Host:
         conn = self.get_connection()
         virt_type = self._conf.libvirt.virt_type
         try:
-            return conn.getDomainCapabilities(None, None, None, virt_type, 0)
+            caps: str = conn.getDomainCapabilities(None, None, None, virt_type, 0)
+            return caps
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
                 return None

@@ -10,7 +10,7 @@ from importlib import metadata
 
 from oslo_config import cfg
 from oslo_log import log as logging
-from stevedore import driver
+from stevedore import driver, extension
 from stevedore import exception as stevedore_exc
 
 from nova_disk_tuning import exception
@@ -50,11 +50,15 @@ def load(group: str, name: str, kind: str, option: str) -> type:
     if name not in installed(group):
         raise not_found()
 
-    def broken(_manager: object, entry_point: object, error: Exception) -> None:
+    def broken(
+        _manager: extension.ExtensionManager[object],
+        entry_point: metadata.EntryPoint,
+        error: BaseException,
+    ) -> None:
         raise exception.PluginLoadError(kind=kind, name=name, entry_point=entry_point, reason=error)
 
     try:
-        manager = driver.DriverManager(
+        manager: driver.DriverManager[object] = driver.DriverManager(
             group, name, invoke_on_load=False, on_load_failure_callback=broken
         )
     except stevedore_exc.NoMatches:
@@ -62,13 +66,17 @@ def load(group: str, name: str, kind: str, option: str) -> type:
         # installed after the first lookup is in the metadata but not in that
         # cache until the process restarts.
         raise not_found(" (installed after this process started? restart it)") from None
-    LOG.debug("Loaded %s %r from %s", kind, name, manager.driver)
-    return manager.driver
+    # What manager.driver returns with invoke_on_load=False: the class the
+    # entry point names (Extension.plugin, typed as a class; .driver is typed
+    # "instance or class" because invoke_on_load=True would make an instance).
+    plugin = manager.extensions[0].plugin
+    LOG.debug("Loaded %s %r from %s", kind, name, plugin)
+    return plugin
 
 
 def image_backend_name(conf: cfg.ConfigOpts) -> str:
     """``[libvirt] images_type``, with ``default`` resolved as Nova does."""
-    name = conf.libvirt.images_type
+    name: str = conf.libvirt.images_type
     if name == "default":
         name = "qcow2" if conf.use_cow_images else "flat"
     return name

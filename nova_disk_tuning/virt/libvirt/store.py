@@ -73,7 +73,8 @@ class InstanceStore:
 
     @property
     def root(self) -> str:
-        return os.path.abspath(self.conf.instances_path)
+        instances_path: str = self.conf.instances_path
+        return os.path.abspath(instances_path)
 
     def instance_dir(self, uuid: str) -> str:
         return os.path.join(self.root, uuid)

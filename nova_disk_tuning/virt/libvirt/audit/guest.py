@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any
 
 from lxml import etree
 from oslo_config import cfg
@@ -52,9 +51,9 @@ class GuestAudit:
             if isinstance(d, domxml.LibvirtConfigGuestDisk) and d.source_device in AUDITED_DEVICES
         ]
         self.elements = {
-            element.find("target").get("dev"): element
+            target.get("dev"): element
             for element in root.iterfind("devices/disk")
-            if element.find("target") is not None
+            if (target := element.find("target")) is not None
         }
 
     def run(self) -> list[Finding]:
@@ -110,8 +109,8 @@ class GuestAudit:
         defined = self.guest.iothreads or len(self.guest.iothread_ids)
         if not defined or self._bound_devices():
             return []
-        wanted = plan.iothreads.count
-        fix = "bind the disks (see their findings)" if wanted.value else "remove <iothreads>"
+        wanted = plan.iothreads.thread_count
+        fix = "bind the disks (see their findings)" if wanted else "remove <iothreads>"
         return [
             Finding(
                 self.domain,
@@ -121,8 +120,8 @@ class GuestAudit:
                 f"{defined} IOThread(s) defined but no disk or controller is bound to one "
                 f"(Nova 33's default): they do nothing; {fix}",
                 current=f"<iothreads>{defined}</iothreads>",
-                suggested=_iothreads_element(wanted.value),
-                reason=wanted.reason,
+                suggested=_iothreads_element(wanted),
+                reason=plan.iothreads.count.reason,
             )
         ]
 
@@ -163,13 +162,12 @@ class GuestAudit:
             if name in ("cache", "io", "discard", "discard_no_unref", "iothread")
         )
         results = []
+        iothreads = plan.iothreads
         for severity, rule, message in found:
             fragment = suggested
-            if rule == "no-iothread" and (self.guest.iothreads or 0) < (
-                plan.iothreads.count.value or 0
-            ):
+            if rule == "no-iothread" and (self.guest.iothreads or 0) < iothreads.thread_count:
                 # The binding needs the IOThread to exist.
-                fragment = f"{suggested}\n{_iothreads_element(plan.iothreads.count.value)}"
+                fragment = f"{suggested}\n{_iothreads_element(iothreads.thread_count)}"
             results.append(
                 Finding(self.domain, facts.name, severity, rule, message, current, fragment, reason)
             )
@@ -270,7 +268,7 @@ def _suggested_driver(disk: domxml.LibvirtConfigGuestDisk, policy: DiskTuning) -
     return None if driver is None else _tostring(driver)
 
 
-def _iothreads_element(count: Any) -> str | None:
+def _iothreads_element(count: int) -> str | None:
     return None if not count else f"<iothreads>{count}</iothreads>"
 
 

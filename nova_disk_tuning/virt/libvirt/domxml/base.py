@@ -16,11 +16,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from lxml import etree
 
 from nova_disk_tuning import exception
+
+_T = TypeVar("_T")
 
 # Characters XML 1.0 cannot carry at all: lxml refuses them, and a
 # round trip could not preserve them, so they are refused up front.
@@ -315,6 +317,17 @@ def set_attrs(element: etree._Element, **attrs: object) -> None:
     for key, value in attrs.items():
         if value is not None:
             element.set(key, str(value))
+
+
+def required(value: _T | None, name: str, check: Check) -> _T:
+    """``value`` read from XML, or the error ``check`` gives for a missing one.
+
+    For parsers of attributes (or list items) that cannot be None: the error
+    is the one assigning None would raise, raised before the assignment.
+    """
+    if value is None:
+        raise _invalid(name, check.path, None, check.allowed)
+    return value
 
 
 def parse_int(element: etree._Element, attr: str, path: str, name: str) -> int | None:

@@ -116,7 +116,8 @@ class LibvirtConfigGuestCharBase(base.LibvirtConfigObject):
 
     def format_dom(self) -> etree._Element:
         element = super().format_dom()
-        element.set("type", self.type)
+        # validate() (in super().format_dom()) refused a None type.
+        base.set_attrs(element, type=self.type)
         if self.source_path is not None:
             etree.SubElement(element, "source", path=self.source_path)
         if self.target_type is not None or self.target_port is not None:
@@ -175,7 +176,7 @@ class LibvirtConfigMemoryBalloon(base.LibvirtConfigObject):
 
     def parse_dom(self, xmldoc: etree._Element) -> None:
         super().parse_dom(xmldoc)
-        self.model = xmldoc.get("model")
+        self.model = base.required(xmldoc.get("model"), "model", self.checks["model"])
 
 
 DEVICE_CLASSES: dict[str, type[base.LibvirtConfigObject]] = {

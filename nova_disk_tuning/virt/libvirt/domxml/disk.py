@@ -33,7 +33,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
     source_protocol: str | None
     source_name: str | None
     source_hosts: list[str]
-    source_ports: list[int]
+    # One port per host, None for the protocol's default; [] for no ports.
+    source_ports: list[int | None]
     driver_name: str | None
     driver_format: str | None
     driver_cache: str | None
@@ -47,7 +48,8 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
     driver_queues: int | None
     driver_queue_size: int | None
     driver_discard_no_unref: str | None
-    driver_iothread_queues: dict[int, list[int]] | None
+    # Never None: assigning None stores {}.
+    driver_iothread_queues: dict[int, list[int]]
     target_dev: str | None
     target_bus: str | None
     serial: str | None
@@ -241,7 +243,12 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         self._format_source(disk)
         if self.auth_username is not None:
             auth = etree.SubElement(disk, "auth", username=self.auth_username)
-            etree.SubElement(auth, "secret", type=self.auth_secret_type, uuid=self.auth_secret_uuid)
+            # validate() made sure both are set along with auth_username.
+            base.set_attrs(
+                etree.SubElement(auth, "secret"),
+                type=self.auth_secret_type,
+                uuid=self.auth_secret_uuid,
+            )
         if self.logical_block_size is not None or self.physical_block_size is not None:
             base.set_attrs(
                 etree.SubElement(disk, "blockio"),
@@ -287,7 +294,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         if self.source_type == "network":
             source = etree.SubElement(disk, "source")
             base.set_attrs(source, protocol=self.source_protocol, name=self.source_name)
-            ports = self.source_ports or [None] * len(self.source_hosts)
+            ports: list[int | None] = self.source_ports or [None] * len(self.source_hosts)
             for host, port in zip(self.source_hosts, ports, strict=True):
                 base.set_attrs(etree.SubElement(source, "host"), name=host, port=port)
         elif self.source_path is not None:
@@ -340,12 +347,14 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
                 setattr(self, py, base.parse_int(driver, xml, "disk/driver", py))
             else:
                 setattr(self, py, driver.get(xml))
+        name = "driver_iothread_queues"
+        check = self.checks[name]
         mapping: dict[int, list[int]] = {}
         path = "disk/driver/iothreads/iothread"
         for thread in driver.iterfind("iothreads/iothread"):
-            thread_id = base.parse_int(thread, "id", path, "driver_iothread_queues")
-            mapping[thread_id] = [  # type: ignore[index]
-                base.parse_int(q, "id", f"{path}/queue", "driver_iothread_queues")
+            thread_id = base.required(base.parse_int(thread, "id", path, name), name, check.key)
+            mapping[thread_id] = [
+                base.required(base.parse_int(q, "id", f"{path}/queue", name), name, check.item)
                 for q in thread.iterfind("queue")
             ]
         self.driver_iothread_queues = mapping
@@ -355,7 +364,10 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
             self.source_protocol = source.get("protocol")
             self.source_name = source.get("name")
             hosts = source.findall("host")
-            self.source_hosts = [h.get("name") for h in hosts]
+            host_check = self.checks["source_hosts"].item
+            self.source_hosts = [
+                base.required(h.get("name"), "source_hosts", host_check) for h in hosts
+            ]
             ports = [base.parse_int(h, "port", "disk/source/host", "source_ports") for h in hosts]
             self.source_ports = [] if all(p is None for p in ports) else ports
         else:

@@ -22,6 +22,7 @@ from nova_disk_tuning.virt.libvirt.domxml import base
 from nova_disk_tuning.virt.libvirt.domxml.base import LibvirtConfigObject
 from nova_disk_tuning.virt.libvirt.domxml.devices import (
     DEVICE_CLASSES,
+    LibvirtConfigGuestController,
 )
 from nova_disk_tuning.virt.libvirt.domxml.disk import LibvirtConfigGuestDisk
 
@@ -99,9 +100,9 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         if self.memory is None or self.vcpus is None:
             raise base.invalid("memory/vcpus", "domain", None, "positive integers")
         self._validate_iothreads()
-        targets = Counter(
-            d.target_dev for d in self.devices if isinstance(d, LibvirtConfigGuestDisk)
-        )
+        disks = [d for d in self.devices if isinstance(d, LibvirtConfigGuestDisk)]
+        # Every disk has a target_dev: super().validate() validated each disk.
+        targets = Counter(d.target_dev for d in disks if d.target_dev is not None)
         duplicated = sorted(t for t, n in targets.items() if n > 1)
         if duplicated:
             raise exception.InvalidDiskConfig(
@@ -109,8 +110,8 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 reason=f"target used by more than one disk of domain {self.name!r}; "
                 "give each disk its own target_dev",
             )
-        aliases = Counter(getattr(d, "alias", None) for d in self.devices)
-        aliases.pop(None, None)
+        # Disks are the only devices with an alias.
+        aliases = Counter(d.alias for d in disks if d.alias is not None)
         duplicated = sorted(a for a, n in aliases.items() if n > 1)
         if duplicated:
             raise base.invalid(
@@ -137,11 +138,7 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         # libvirt numbers IOThreads 1..N unless <iothreadids> names them.
         known = set(ids) or set(range(1, (self.iothreads or 0) + 1))
         for device in self.devices:
-            refs = set()
-            if getattr(device, "driver_iothread", None) is not None:
-                refs.add(device.driver_iothread)
-            refs.update(getattr(device, "driver_iothread_queues", {}))
-            missing = sorted(refs - known)
+            missing = sorted(_iothread_refs(device) - known)
             if missing:
                 raise base.invalid(
                     "driver_iothread", f"{device.root_name}/driver", missing[0],
@@ -195,7 +192,7 @@ class LibvirtConfigGuest(LibvirtConfigObject):
 
     def parse_dom(self, xmldoc: etree._Element) -> None:
         super().parse_dom(xmldoc)
-        self.virt_type = xmldoc.get("type")
+        self.virt_type = base.required(xmldoc.get("type"), "virt_type", self.checks["virt_type"])
         devices = []
         for child in xmldoc:
             tag = child.tag
@@ -209,8 +206,12 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 self.iothreads = base.parse_text_int(child, "domain/iothreads", "iothreads")
             elif tag == "iothreadids":
                 path = "domain/iothreadids/iothread"
+                id_check = self.checks["iothread_ids"].item
                 self.iothread_ids = [
-                    base.parse_int(t, "id", path, "iothread_ids") for t in child.iter("iothread")
+                    base.required(
+                        base.parse_int(t, "id", path, "iothread_ids"), "iothread_ids", id_check
+                    )
+                    for t in child.iter("iothread")
                 ]
             elif tag == "os":
                 self._parse_os(child)
@@ -235,15 +236,16 @@ class LibvirtConfigGuest(LibvirtConfigObject):
 
     def _parse_os(self, os_element: etree._Element) -> None:
         boot_devs = []
+        boot_check = self.checks["os_boot_dev"].item
         for child in os_element:
             if child.tag == "type":
-                self.os_type = child.text
+                self.os_type = base.required(child.text, "os_type", self.checks["os_type"])
                 self.os_arch = child.get("arch")
                 self.os_mach_type = child.get("machine")
             elif child.tag in ("kernel", "initrd", "cmdline"):
                 setattr(self, f"os_{child.tag}", child.text)
             elif child.tag == "boot":
-                boot_devs.append(child.get("dev"))
+                boot_devs.append(base.required(child.get("dev"), "os_boot_dev", boot_check))
         self.os_boot_dev = boot_devs
 
     @staticmethod
@@ -255,3 +257,14 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         if value is None:
             return None
         return value * _MEMORY_UNITS[unit] // 1024
+
+
+def _iothread_refs(device: LibvirtConfigObject) -> set[int]:
+    """The IOThread ids a disk or controller is bound to."""
+    refs: set[int] = set()
+    bindable = (LibvirtConfigGuestDisk, LibvirtConfigGuestController)
+    if isinstance(device, bindable) and device.driver_iothread is not None:
+        refs.add(device.driver_iothread)
+    if isinstance(device, LibvirtConfigGuestDisk):
+        refs.update(device.driver_iothread_queues)
+    return refs

@@ -48,7 +48,7 @@ class Lvm(ImageBackend):
 
     @property
     def volume_group(self) -> str:
-        group = self.conf.libvirt.images_volume_group
+        group: str | None = self.conf.libvirt.images_volume_group
         if not group:
             raise exception.InvalidConfig(
                 reason="[libvirt] images_type=lvm needs [libvirt] images_volume_group: "

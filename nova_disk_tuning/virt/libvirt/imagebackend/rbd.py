@@ -121,7 +121,8 @@ class Rbd(ImageBackend):
 
     @property
     def pool(self) -> str:
-        return self.conf.libvirt.images_rbd_pool
+        pool: str = self.conf.libvirt.images_rbd_pool
+        return pool
 
     def image_name(self, instance_dir: str, name: str) -> str:
         return f"{self.pool}/{os.path.basename(os.path.normpath(instance_dir))}_{name}"
@@ -169,7 +170,7 @@ class Rbd(ImageBackend):
             with contextlib.suppress(exception.StorageError):
                 self._remove(spec, auth)
             raise
-        return self._guest_disk(config, spec, size, notes)
+        return self._guest_disk(disk, config, spec, size, notes)
 
     def _make_blank(self, disk: DiskRequest) -> GuestDisk:
         spec = self.image_name(disk.instance_dir, disk.name)
@@ -178,7 +179,9 @@ class Rbd(ImageBackend):
         mib = -(-disk.size // MiB)
         argv = ["rbd", "create", *auth, "--image-format", "2", "--size", f"{mib}M", spec]
         self._run("rbd create", spec, argv, _HINT)
-        return self._guest_disk(config, spec, mib * MiB, [f"blank {disk.kind} image, unformatted"])
+        return self._guest_disk(
+            disk, config, spec, mib * MiB, [f"blank {disk.kind} image, unformatted"]
+        )
 
     def _config(
         self, spec: str, target_dev: str, bus: str
@@ -214,17 +217,22 @@ class Rbd(ImageBackend):
         return config, auth
 
     def _guest_disk(
-        self, config: LibvirtConfigGuestDisk, spec: str, size: int, notes: list[str]
+        self,
+        disk: DiskRequest,
+        config: LibvirtConfigGuestDisk,
+        spec: str,
+        size: int,
+        notes: list[str],
     ) -> GuestDisk:
         facts = DiskFacts(
-            name=config.target_dev,
+            name=disk.target_dev,
             source_type="network",
             format="raw",
             size=size,
             bus=config.target_bus or "virtio",
             driver=self.name,
         )
-        LOG.info("Created RBD image %s for %s: %s", spec, config.target_dev, "; ".join(notes))
+        LOG.info("Created RBD image %s for %s: %s", spec, disk.target_dev, "; ".join(notes))
         return GuestDisk(config=config, facts=facts, created=(spec,), notes=tuple(notes))
 
     # Removal ------------------------------------------------------------------

@@ -59,6 +59,16 @@ class IOThreadPlan:
     def for_disk(self, name: str) -> DeviceIOThreads:
         return self.disks[name]
 
+    @property
+    def thread_count(self) -> int:
+        """How many IOThreads the plan defines: ``count.value``, 0 for none."""
+        value = self.count.value
+        if value is None:
+            return 0
+        if not isinstance(value, int):
+            raise TypeError(f"IOThread count {value!r} is not an integer ({self.count.reason})")
+        return value
+
     def apply_to_controller(self, controller: Any) -> None:
         """Set ``driver_iothread``/``driver_queues`` on a virtio-scsi controller config."""
         if self.scsi_controller is not None:
@@ -119,11 +129,11 @@ def plan_iothreads(
             )
             LOG.info("No IOThreads defined: %s", why)
         unbound = DeviceIOThreads(Decision(None, why), Decision(None, why), queues)
-        plan = {d.name: _other_bus(d.bus, queues) for d in disks}
+        plan: dict[str, DeviceIOThreads] = {d.name: _other_bus(d.bus, queues) for d in disks}
         plan.update({name: unbound for name in blk})
         plan.update({name: _on_controller(None, queues) for name in scsi})
-        controller = DeviceIOThreads(Decision(None, why), Decision(None, why), queues)
-        return IOThreadPlan(Decision(None, why), plan, controller if scsi else None)
+        unbound_controller = DeviceIOThreads(Decision(None, why), Decision(None, why), queues)
+        return IOThreadPlan(Decision(None, why), plan, unbound_controller if scsi else None)
 
     # Without per-queue mapping each device uses one IOThread: more than
     # there are devices would leave some unused.
@@ -133,10 +143,10 @@ def plan_iothreads(
         count_why += f", capped at {count}: only {devices} device(s) to bind"
         LOG.info("IOThreads: %s", count_why)
 
-    plan: dict[str, DeviceIOThreads] = {d.name: _other_bus(d.bus, queues) for d in disks}
+    plan = {d.name: _other_bus(d.bus, queues) for d in disks}
     for index, name in enumerate(blk):
         if mapping:
-            spread = _spread(index, queues.value, count)
+            spread = _spread(index, _queue_count(queues), count)
             plan[name] = DeviceIOThreads(
                 Decision(None, "per-queue mapping instead of one IOThread"),
                 Decision(spread, f"{queues.value} queue(s) spread over {count} IOThreads"),
@@ -149,7 +159,7 @@ def plan_iothreads(
                 Decision(None, mapping_why),
                 queues,
             )
-    controller = None
+    controller: DeviceIOThreads | None = None
     if scsi:
         thread = len(blk) % count + 1
         controller = DeviceIOThreads(
@@ -167,6 +177,13 @@ def _queues(conf: cfg.ConfigOpts, vcpus: int) -> Decision:
     if configured:
         return Decision(configured, f"[disk_tuning] disk_queues={configured}")
     return Decision(vcpus, f"one queue per vCPU ({vcpus}; [disk_tuning] disk_queues=0)")
+
+
+def _queue_count(queues: Decision) -> int:
+    """The value of a :func:`_queues` decision, which is always a count."""
+    if not isinstance(queues.value, int):
+        raise TypeError(f"queue count {queues.value!r} is not an integer ({queues.reason})")
+    return queues.value
 
 
 def _mapping(

@@ -81,14 +81,14 @@ def decide(disk: DiskFacts, host: HostCaps, conf: cfg.ConfigOpts) -> DiskTuning:
     IOThread binding and queues need the whole guest: see :func:`tune_guest`.
     """
     cache = _decide_cache(disk, conf)
-    io = _decide_io(disk, host, conf, cache.value)
-    discard, no_unref = _decide_discard(disk, host, conf, io.value)
+    io = _decide_io(disk, host, conf, _cache_mode(cache))
+    discard, no_unref = _decide_discard(disk, host, conf, _keyword(io))
     return DiskTuning(
         disk=disk.name,
         cache=cache,
         io=io,
         discard=discard,
-        detect_zeroes=_decide_detect_zeroes(conf, discard.value),
+        detect_zeroes=_decide_detect_zeroes(conf, _keyword(discard)),
         discard_no_unref=no_unref,
     )
 
@@ -158,6 +158,21 @@ def _decide_cache(disk: DiskFacts, conf: cfg.ConfigOpts) -> Decision:
     if disk.source_type == "block":
         return Decision("none", "block device (O_DIRECT not measured; block devices allow it)")
     return Decision("writeback", f"O_DIRECT not measured at {disk.path}: writeback opens anywhere")
+
+
+def _keyword(decision: Decision) -> str | None:
+    """The value of an io or discard decision: a libvirt keyword, or None to emit nothing."""
+    if decision.value is not None and not isinstance(decision.value, str):
+        raise TypeError(f"{decision.value!r} is not a libvirt keyword ({decision.reason})")
+    return decision.value
+
+
+def _cache_mode(cache: Decision) -> str:
+    """The value of a :func:`_decide_cache` decision, which always names a cache mode."""
+    mode = _keyword(cache)
+    if mode is None:
+        raise TypeError(f"the cache decision names no cache mode ({cache.reason})")
+    return mode
 
 
 def _decide_io(disk: DiskFacts, host: HostCaps, conf: cfg.ConfigOpts, cache: str) -> Decision:

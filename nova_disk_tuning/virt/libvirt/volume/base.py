@@ -205,6 +205,17 @@ class LibvirtBaseVolumeDriver:
         """DiskFacts fields measured on the host, and notes on what was found."""
         raise NotImplementedError
 
+    def _source_path(self, volume: Attachment) -> str:
+        """The host file or device :meth:`_source` set, for :meth:`_measure` to measure."""
+        path = volume.config.source_path
+        if path is None:
+            raise self.error(
+                volume.info,
+                f"the {self.transport} driver's _source set no source_path to measure; "
+                "a file or block volume driver must set config.source_path",
+            )
+        return path
+
     # Internals ------------------------------------------------------------------
 
     def _facts_and_notes(

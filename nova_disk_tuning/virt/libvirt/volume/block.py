@@ -35,7 +35,7 @@ class LibvirtBlockVolumeDriver(LibvirtBaseVolumeDriver):
         volume.config.driver_format = volume.data.get("format") or "raw"
 
     def _measure(self, volume: Attachment) -> tuple[dict[str, Any], list[str]]:
-        path = volume.config.source_path
+        path = self._source_path(volume)
         try:
             st = self._stat(path)
         except FileNotFoundError:

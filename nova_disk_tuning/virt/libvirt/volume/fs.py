@@ -74,7 +74,7 @@ class LibvirtFileSystemVolumeDriver(LibvirtBaseVolumeDriver):
         volume.config.driver_format = volume.data.get("format") or "raw"
 
     def _measure(self, volume: Attachment) -> tuple[dict[str, Any], list[str]]:
-        path = volume.config.source_path
+        path = self._source_path(volume)
         try:
             st = os.stat(path)
         except FileNotFoundError:
