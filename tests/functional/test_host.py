@@ -54,10 +54,6 @@ def test_read_only_connection(make_conf):
         assert h.libvirt_version() >= (1, 0, 0)
 
 
-def test_domain_capabilities_unsupported_by_test_driver(host):
-    assert host.domain_capabilities() is None
-
-
 def test_tuned_guest_is_accepted_by_this_libvirt(host, make_conf, tmp_path):
     """The policy, fed this host's real caps, renders XML libvirt validates and keeps."""
     from lxml import etree

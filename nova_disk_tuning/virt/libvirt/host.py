@@ -111,22 +111,6 @@ class Host:
         conn = self.get_connection()
         return version_from_int(self._call("getVersion", conn.getVersion))
 
-    def domain_capabilities(self) -> str | None:
-        """``virConnectGetDomainCapabilities`` XML, or None where the driver lacks it."""
-        import libvirt
-
-        conn = self.get_connection()
-        virt_type = self._conf.libvirt.virt_type
-        try:
-            caps: str = conn.getDomainCapabilities(None, None, None, virt_type, 0)
-            return caps
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-                return None
-            raise exception.HypervisorError(
-                uri=self.uri, reason=f"domain capabilities: {exc.get_error_message()}"
-            ) from None
-
     def caps_without_connection(self) -> HostCaps:
         """The kernel's facts only: libvirt and QEMU versions unknown."""
         io_uring = self._io_uring_probe()
