@@ -20,9 +20,10 @@ from collections.abc import Callable
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning.bench import standalone
 from nova_disk_tuning.bench.model import Result, ratio
+from nova_disk_tuning.common.files import remove_if_exists
+from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.qemu_img import QemuImg
 
-MiB = 1 << 20
 _CHUNK = 8 * MiB
 
 
@@ -48,11 +49,6 @@ def _drop_caches() -> bool:
         return False
 
 
-def _remove(path: str) -> None:
-    if os.path.exists(path):
-        os.unlink(path)
-
-
 def _shell(argv: list[str]) -> Callable[[], None]:
     def run() -> None:
         subprocess.run(argv, check=True, capture_output=True)
@@ -62,10 +58,10 @@ def _shell(argv: list[str]) -> Callable[[], None]:
 
 def _variants(
     workdir: str, src: str, raw: str | None, dst: str
-) -> dict[str, tuple[str, Callable[[], None]]]:
+) -> dict[str, tuple[str, Callable[[], object]]]:
     """name -> (how, callable). ``raw``: a raw copy of the data, for the dd bound."""
 
-    def ours(**tuning: object) -> Callable[[], None]:
+    def ours(**tuning: object) -> Callable[[], object]:
         conf = ndt_conf.new_conf(
             overrides={"DEFAULT": {"instances_path": workdir}, "disk_tuning": tuning}
         )
@@ -114,12 +110,12 @@ def _experiment(
     dropped = False
     for _ in range(repeat):
         for variant, (_how, run) in variants.items():  # interleaved
-            _remove(dst)
+            remove_if_exists(dst)
             dropped = _drop_caches()
             started = time.monotonic()
             run()
             timings[variant].append(time.monotonic() - started)
-    _remove(dst)
+    remove_if_exists(dst)
     note = "; page cache dropped before each run" if dropped else "; page cache NOT dropped"
     return [
         Result(

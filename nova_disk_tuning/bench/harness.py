@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import importlib
 import inspect
-import logging
+import logging as stdlib_logging
 import os
 import platform
 import re
@@ -27,14 +27,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_disk_tuning.bench.model import Result
+from nova_disk_tuning.common.mounts import fs_type
 
 LOG = logging.getLogger(__name__)
 
 # name -> module; the order is the order they run and are reported in.
 EXPERIMENTS: dict[str, str] = {
-    "storage": "nova_disk_tuning.bench.storage",
+    "storage": "nova_disk_tuning.bench.primitives",
     "conversion": "nova_disk_tuning.bench.conversion",
     "layouts": "nova_disk_tuning.bench.layouts",
     "spawn": "nova_disk_tuning.bench.spawn",
@@ -78,14 +80,14 @@ class BenchRun:
         return any(e.status == "failed" for e in self.experiments)
 
 
-class _NoteCollector(logging.Handler):
+class _NoteCollector(stdlib_logging.Handler):
     """Keeps the warnings experiments log while they run: they become report notes."""
 
     def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
+        super().__init__(level=stdlib_logging.WARNING)
         self.notes: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(self, record: stdlib_logging.LogRecord) -> None:
         self.notes.append(record.getMessage())
 
 
@@ -95,7 +97,7 @@ def machine_facts(path: str) -> dict[str, str]:
         "cpu": _cpu_model(),
         "cpus": str(os.cpu_count() or "?"),
         "kernel": platform.release(),
-        "filesystem": filesystem_type(path),
+        "filesystem": fs_type(path),
         "qemu-img": _tool_version(["qemu-img", "--version"]),
         "fio": _tool_version(["fio", "--version"]),
         "python": platform.python_version(),
@@ -125,24 +127,6 @@ def _tool_version(argv: list[str]) -> str:
     return match.group(0) if match else first
 
 
-def filesystem_type(path: str) -> str:
-    """The file system type of the mount that holds ``path`` (from /proc/self/mountinfo)."""
-    path = os.path.realpath(path)
-    best, fstype = "", "unknown"
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-            for line in handle:
-                fields = line.split()
-                # mount point is field 5; the fs type follows the " - " separator.
-                mount = fields[4].replace("\\040", " ")
-                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) >= len(best):
-                    best, fstype = mount, fields[fields.index("-") + 1]
-    except (OSError, ValueError, IndexError):
-        pass
-    return fstype
-
-
 def _call_run(module: Any, workdir: str, quick: bool, repeat: int, **extra: Any) -> list[Result]:
     params = inspect.signature(module.run).parameters
     accepted = {k: v for k, v in extra.items() if k in params}
@@ -168,7 +152,8 @@ def run_experiment(
         return outcome
     outcome.targets = list(getattr(module, "TARGETS", []))
     collector = _NoteCollector()
-    package_log = logging.getLogger("nova_disk_tuning")
+    # A handler on the package's (stdlib) logger: every module's LOG reaches it.
+    package_log = stdlib_logging.getLogger("nova_disk_tuning")
     package_log.addHandler(collector)
     os.makedirs(workdir, exist_ok=True)
     started = time.monotonic()

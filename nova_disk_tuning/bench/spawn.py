@@ -30,7 +30,6 @@ Run: ``python -m nova_disk_tuning.bench.spawn WORKDIR [--quick] [--repeat N]``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -38,11 +37,13 @@ import sys
 import time
 from collections.abc import Callable
 
+from oslo_log import log as logging
+
 from nova_disk_tuning.bench import standalone
 from nova_disk_tuning.bench.model import Result
+from nova_disk_tuning.common.units import MiB
 
 LOG = logging.getLogger(__name__)
-MiB = 1 << 20
 CONCURRENT = 16
 CONVERSION_LOG = "converting qcow2 to raw"
 

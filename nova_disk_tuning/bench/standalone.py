@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import logging  # stdlib: only to configure this script's output (modules log through oslo_log)
 import sys
 from collections.abc import Callable, Sequence
 
@@ -35,4 +35,4 @@ def main(doc: str, run: Run, report: Report, argv: Sequence[str] | None = None) 
 
 
 if __name__ == "__main__":
-    sys.exit("run an experiment module instead, e.g. python -m nova_disk_tuning.bench.storage")
+    sys.exit("run an experiment module instead, e.g. python -m nova_disk_tuning.bench.primitives")

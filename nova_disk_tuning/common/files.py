@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 
@@ -21,3 +22,22 @@ def fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def flock_held(path: str) -> bool:
+    """Whether a live process holds a ``flock`` on ``path`` (False if it is missing).
+
+    Asked by trying an exclusive lock without waiting, and letting it go at
+    once: flock locks die with their holder, so only a running owner answers.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

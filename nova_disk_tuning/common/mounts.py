@@ -12,7 +12,8 @@ def fs_type(path: str, dev: int | None = None) -> str:
 
     The mount whose device number is ``dev`` wins (bind mounts and overlays
     share mount points); otherwise the longest mount point that contains the
-    path's real path.
+    path's real path, and of mounts stacked on one point the last (the one
+    that is visible).
     """
     realpath = os.path.realpath(path)
     wanted = f"{os.major(dev)}:{os.minor(dev)}" if dev is not None else None
@@ -28,7 +29,7 @@ def fs_type(path: str, dev: int | None = None) -> str:
                 # Mount points escape spaces as \040.
                 point = fields[4].replace("\\040", " ")
                 inside = realpath == point or realpath.startswith(point.rstrip("/") + "/")
-                if inside and len(point) > best_len:
+                if inside and len(point) >= best_len:
                     best, best_len = kind, len(point)
     except FileNotFoundError:
         pass  # no /proc: nothing is known

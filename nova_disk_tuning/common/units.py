@@ -28,7 +28,11 @@ def parse_size(text: str, what: str = "size") -> int:
 
 
 def human_size(value: int) -> str:
-    """``1.0GiB`` for sizes that are whole KiB multiples of a unit, else bytes."""
+    """``1.5GiB``: the largest unit of which ``value`` is a whole number of 1024ths.
+
+    Sizes under 1 KiB are bytes (``1000B``). One decimal is shown, so the text
+    is for reading: ``parse_size`` does not take it back.
+    """
     for unit in ("T", "G", "M", "K"):
         if value >= _UNITS[unit] and value % (_UNITS[unit] // KiB or 1) == 0:
             return f"{value / _UNITS[unit]:.1f}{unit}iB"

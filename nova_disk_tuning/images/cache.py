@@ -10,35 +10,45 @@ directory is fsynced; so the final name only ever holds a complete image.
 The entry lock is an fcntl lock (oslo.concurrency), which dies with its
 holder; whoever takes it next removes temporary files of that entry, which
 can only belong to a dead process.
+
+The files of one entry (its record, its use lock) are handled in
+:mod:`~nova_disk_tuning.images.cache_entry`.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
-import fcntl
 import glob
 import hashlib
-import json
-import logging
 import os
-import re
-import struct
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from oslo_concurrency import lockutils
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
 from nova_disk_tuning.images import diskops, fetch, safety
+from nova_disk_tuning.images.cache_entry import (
+    ENTRY_NAME,
+    fsync_file,
+    mark_in_use,
+    meta_path,
+    qcow2_backing_file,
+    read_meta,
+    use_lock_path,
+    used_by_a_spawn,
+    write_meta,
+)
 from nova_disk_tuning.images.qemu_img import ConvertResult, QemuImg
 
 LOG = logging.getLogger(__name__)
 LOCK_PREFIX = "nova-disk-tuning-"
-_ENTRY_NAME = re.compile(r"^[0-9a-f]{40}$")
-_QCOW2_MAGIC = b"QFI\xfb"
 
 
 @dataclasses.dataclass
@@ -85,7 +95,8 @@ class ImageCache:
         # Absolute, always: entry paths become qcow2 backing file names, and
         # qemu resolves a relative backing name against the overlay's own
         # directory, not against the directory the spawn ran in.
-        return os.path.abspath(self.conf.instances_path)
+        configured: str = self.conf.instances_path
+        return os.path.abspath(configured)
 
     @property
     def base_dir(self) -> str:
@@ -138,11 +149,11 @@ class ImageCache:
                     )
             if hold is not None:
                 # Taken before the entry lock is released: no prune in between.
-                hold.enter_context(_in_use(path))
+                hold.enter_context(mark_in_use(path))
             return cached
 
     def _reuse(self, image_id: str, path: str, max_size: int | None) -> CachedImage | None:
-        meta = _read_meta(path)
+        meta = read_meta(path)
         if meta is None or not os.path.exists(path):
             if os.path.exists(path):
                 LOG.warning("cached %s has no record of its format: rebuilding it", path)
@@ -199,13 +210,13 @@ class ImageCache:
                 os.unlink(part)
                 fmt, staged = "raw", converted
             size = int(info.virtual_size)
-            _fsync_file(staged)
-            _write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
+            fsync_file(staged)
+            write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
             os.rename(staged, path)
-            _fsync_dir(self.base_dir)
+            fsync_dir(self.base_dir)
         except exception.ImageUnacceptable as exc:
             for leftover in (part, converted):
-                _unlink_quietly(leftover)
+                remove_if_exists(leftover)
             if exc.kwargs.get("path") != part:
                 raise
             # Name the operator's image, not our temporary copy of it.
@@ -214,7 +225,7 @@ class ImageCache:
             ) from None
         except BaseException:
             for leftover in (part, converted):
-                _unlink_quietly(leftover)
+                remove_if_exists(leftover)
             raise
         seconds = time.monotonic() - started
         LOG.info("image %s: cached as %s (%s) in %.2f s", image_id, path, fmt, seconds)
@@ -226,7 +237,7 @@ class ImageCache:
             f"{glob.escape(path)}.*.tmp"
         ):
             LOG.info("removing %s, left by an interrupted fetch", stale)
-            _unlink_quietly(stale)
+            remove_if_exists(stale)
 
     # -- list / prune --------------------------------------------------------------
 
@@ -234,9 +245,9 @@ class ImageCache:
         entries = []
         for name in sorted(os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []):
             path = os.path.join(self.base_dir, name)
-            if not _ENTRY_NAME.match(name):
+            if not ENTRY_NAME.match(name):
                 continue
-            meta = _read_meta(path) or {}
+            meta = read_meta(path) or {}
             try:
                 stat = os.stat(path)
             except FileNotFoundError:
@@ -253,7 +264,9 @@ class ImageCache:
             )
         return entries
 
-    def prune(self, max_age: float | None = None, in_use: Collection[str] = ()) -> list[str]:
+    def prune(
+        self, max_age: float | None = None, in_use: Collection[str] = ()
+    ) -> builtins.list[str]:
         """Remove entries unused for ``max_age`` seconds; return their paths.
 
         ``max_age`` defaults to ``[image_cache]
@@ -278,13 +291,13 @@ class ImageCache:
                     continue
                 if age < max_age:
                     continue
-                if _used_by_a_spawn(entry.path):
+                if used_by_a_spawn(entry.path):
                     LOG.info("keeping %s: a spawn is making disks from it", entry.path)
                     continue
                 os.unlink(entry.path)
-                _unlink_quietly(_meta_path(entry.path))
-                _unlink_quietly(_use_lock_path(entry.path))
-                _fsync_dir(self.base_dir)
+                remove_if_exists(meta_path(entry.path))
+                remove_if_exists(use_lock_path(entry.path))
+                fsync_dir(self.base_dir)
             LOG.info("removed %s (image %s), unused for %d s", entry.path, entry.image_id, age)
             removed.append(entry.path)
         return removed
@@ -300,102 +313,9 @@ class ImageCache:
         return found
 
 
-def _use_lock_path(path: str) -> str:
-    return f"{path}.use"
-
-
-@contextlib.contextmanager
-def _in_use(path: str) -> Iterator[None]:
-    """A shared flock on the entry's use lock: any number of spawns at once."""
-    fd = os.open(_use_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _used_by_a_spawn(path: str) -> bool:
-    """Whether a spawn holds the entry's use lock (prune takes it exclusively)."""
-    try:
-        fd = os.open(_use_lock_path(path), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def qcow2_backing_file(path: str) -> str | None:
-    """The backing file named in a qcow2 header, read without qemu-img."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(20)
-            if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
-                return None
-            offset, length = struct.unpack(">QI", header[8:20])
-            if not offset or not 0 < length <= 1023:
-                return None
-            handle.seek(offset)
-            return handle.read(length).decode(errors="replace")
-    except (OSError, IsADirectoryError):
-        return None
-
-
 def _scaled(
     progress: Callable[[float], None] | None, low: float, high: float
 ) -> Callable[[float], None] | None:
     if progress is None:
         return None
     return lambda percent: progress(low + (high - low) * percent / 100.0)
-
-
-def _meta_path(path: str) -> str:
-    return f"{path}.info"
-
-
-def _read_meta(path: str) -> dict[str, Any] | None:
-    try:
-        with open(_meta_path(path)) as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not {"format", "virtual_size"} <= meta.keys():
-        return None
-    return meta
-
-
-def _write_meta(path: str, meta: dict[str, Any]) -> None:
-    staged = f"{path}.info.{os.getpid()}.tmp"
-    with open(staged, "w") as handle:
-        json.dump(meta, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(staged, _meta_path(path))
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.source import Source, open_source
 
 ProgressCallback = Callable[[float], None]
-_CHUNK = 8 << 20
+_CHUNK = 8 * MiB
 _NO_COPY_FILE_RANGE = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 

@@ -17,17 +17,18 @@ nothing is ever replaced. Clean-up only ever removes our own temporary names.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
-import logging
 import os
 import re
 import secrets
 import stat
 from types import TracebackType
 
+from oslo_log import log as logging
+
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
 
 LOG = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class StagedFile:
             ) from None
         self.published = True
         _unlink_if_same(self.path, self._fd)
-        _fsync_directory(self.directory)
+        fsync_dir(self.directory)
         LOG.info("published %s", self.dst)
 
     def close(self) -> None:
@@ -182,8 +183,7 @@ class StagedFile:
             elif self.path is not None:
                 # Interrupted between creating the file and keeping its fd:
                 # the name is random and was created with O_EXCL, so it is ours.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.path)
+                remove_if_exists(self.path)
         finally:
             self.path = None
             self._release()
@@ -266,14 +266,5 @@ def _unlink_if_same(path: str, fd: int) -> bool:
     """Unlink ``path`` only while it names the file open as ``fd``: never someone else's."""
     if not _names(path, fd):
         return False
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    remove_if_exists(path)
     return True
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -13,8 +13,8 @@ the path a second time.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
+from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
 
 from nova_disk_tuning import exception

@@ -253,7 +253,7 @@ def _qcow2_header_length(head: bytes, version: int) -> int:
     if version == 2:
         return _QCOW2.size
     (length,) = _QCOW2_HEADER_LENGTH.unpack_from(head, _QCOW2_V3_MIN - 4)
-    return max(length, _QCOW2_V3_MIN)
+    return max(int(length), _QCOW2_V3_MIN)
 
 
 def _vmdk_regions(fd: int, head: bytes, size: int) -> list[_Region] | str:

@@ -10,7 +10,6 @@ import struct
 # _IO(0x12, n) is (0x12 << 8) | n; _IOR adds the direction and the argument
 # size: BLKGETSIZE64 = _IOR(0x12, 114, size_t) on 64-bit Linux.
 BLKSSZGET = 0x1268
-BLKDISCARD = 0x1277
 BLKZEROOUT = 0x127F
 BLKGETSIZE64 = 0x80081272
 
@@ -27,12 +26,12 @@ def is_block_device(path: str) -> bool:
 def logical_block_size(fd: int) -> int:
     """The device's logical block size: the unit of O_DIRECT I/O and ioctl ranges."""
     buf = fcntl.ioctl(fd, BLKSSZGET, struct.pack("=i", 0))
-    return struct.unpack("=i", buf)[0]
+    return int(struct.unpack("=i", buf)[0])
 
 
 def device_size(fd: int) -> int:
     buf = fcntl.ioctl(fd, BLKGETSIZE64, struct.pack("=Q", 0))
-    return struct.unpack("=Q", buf)[0]
+    return int(struct.unpack("=Q", buf)[0])
 
 
 def zeroout(fd: int, offset: int, length: int) -> None:
@@ -42,8 +41,3 @@ def zeroout(fd: int, offset: int, length: int) -> None:
     The kernel drops the page cache of the range itself.
     """
     fcntl.ioctl(fd, BLKZEROOUT, _RANGE.pack(offset, length))
-
-
-def discard(fd: int, offset: int, length: int) -> None:
-    """Discard (TRIM/UNMAP) a range. Reads afterwards need NOT return zeroes."""
-    fcntl.ioctl(fd, BLKDISCARD, _RANGE.pack(offset, length))

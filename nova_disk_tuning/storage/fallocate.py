@@ -8,31 +8,26 @@ what that means, this module only reports it as an OSError with its errno.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
+from collections.abc import Callable
+
+from nova_disk_tuning.common.libc import libc
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 
-_libc: ctypes.CDLL | None = None
 
-
-def _fallocate64():
-    # Loaded on first use, not at import: importing the package must not
-    # touch the C library (and glibc is the only libc we need to find).
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        _libc.fallocate64.argtypes = (
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_int64,
-            ctypes.c_int64,
-        )
-        _libc.fallocate64.restype = ctypes.c_int
-    return _libc.fallocate64
+@functools.cache
+def _fallocate64() -> Callable[..., int]:
+    # Looked up on first use, not at import: importing the package must not
+    # touch the C library.
+    function = libc().fallocate64
+    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    function.restype = ctypes.c_int
+    return function
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:

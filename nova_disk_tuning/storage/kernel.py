@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import dataclasses
 import errno
 import os
-import re
+
+from nova_disk_tuning.common.libc import libc
 
 # io_uring_setup(2) is syscall 425 on every architecture that has it
 # (the io_uring syscalls were numbered from the unified table, Linux 5.1).
@@ -23,14 +23,6 @@ class IoUringSupport:
 
 def kernel_release() -> str:
     return os.uname().release
-
-
-def kernel_version() -> tuple[int, ...]:
-    """(major, minor, patch) of the running kernel, e.g. (6, 1, 0)."""
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", kernel_release())
-    if not match:
-        return (0, 0, 0)
-    return tuple(int(part or 0) for part in match.groups())
 
 
 def _disabled_setting() -> int | None:
@@ -51,10 +43,10 @@ def io_uring_support() -> IoUringSupport:
     explains it.
     """
     setting = _disabled_setting()
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    syscall = libc().syscall
+    syscall.restype = ctypes.c_long
     params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
-    fd = libc.syscall(ctypes.c_long(NR_IO_URING_SETUP), ctypes.c_uint(1), params)
+    fd = syscall(ctypes.c_long(NR_IO_URING_SETUP), ctypes.c_uint(1), params)
     if fd >= 0:
         os.close(fd)
         return IoUringSupport(True, f"io_uring_setup works (io_uring_disabled={setting})")

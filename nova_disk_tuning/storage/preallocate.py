@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import logging
 import os
 import stat
 
+from oslo_log import log as logging
+
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
 from nova_disk_tuning.storage import fallocate as falloc
 from nova_disk_tuning.storage.probe import StorageProbe
 
@@ -109,11 +111,11 @@ def _fallocate(path: str, size: int, keep_size: bool) -> PreallocResult:
     except BaseException:
         os.close(fd)
         if created:
-            _unlink(path)
+            remove_if_exists(path)
         raise
     os.close(fd)
     if created:
-        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
     method = "fallocate-keep-size" if keep_size else "fallocate"
     LOG.info("Preallocated %s: %d bytes with %s", path, size, method)
     return PreallocResult(True, method, f"{size} bytes allocated with {method}")
@@ -133,18 +135,3 @@ def _undo(fd: int, path: str, old_size: int, created: bool) -> None:
 def _free(fd: int) -> int:
     st = os.fstatvfs(fd)
     return st.f_bavail * st.f_frsize
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import logging
 import mmap
 import os
 import stat
 import uuid
 
+from oslo_log import log as logging
+
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import mounts
+from nova_disk_tuning.common.files import remove_if_exists
 from nova_disk_tuning.storage import blockdev
 from nova_disk_tuning.storage.fallocate import (
     FALLOC_FL_KEEP_SIZE,
@@ -220,7 +223,7 @@ def _direct_write_probe(directory: str) -> bool:
         if fd >= 0:
             os.close(fd)
         buf.close()
-        _remove(name)
+        remove_if_exists(name)
 
 
 def _direct_read_block(device: str) -> bool:
@@ -271,7 +274,7 @@ def _fallocate_probe(directory: str) -> frozenset[str]:
                     raise _probe_error(f"fallocate probe ({mode_name})", directory, exc) from exc
     finally:
         os.close(fd)
-        _remove(name)
+        remove_if_exists(name)
     return frozenset(supported)
 
 
@@ -282,13 +285,6 @@ def _probe_error(operation: str, path: str, exc: OSError) -> exception.StorageEr
         path=path,
         reason=f"{exc.strerror} ({code}); check that it is writable and has free space",
     )
-
-
-def _remove(name: str) -> None:
-    try:
-        os.unlink(name)
-    except FileNotFoundError:
-        pass
 
 
 def block_storage_kind(rdev: int) -> str | None:
@@ -307,19 +303,5 @@ def block_storage_kind(rdev: int) -> str | None:
 
 
 def _mountinfo_type(dev: int, realpath: str) -> str:
-    """Match the mount by device number, else by the longest mount point prefix."""
-    best, best_len = "unknown", -1
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            fs_type = right.split()[0] if right else "unknown"
-            if fields[2] == wanted:
-                return fs_type
-            # Mount points escape spaces as \040.
-            point = fields[4].replace("\\040", " ")
-            inside = realpath == point or realpath.startswith(point.rstrip("/") + "/")
-            if inside and len(point) > best_len:
-                best, best_len = fs_type, len(point)
-    return best
+    """The mount table's answer; the one place this module asks it (tests stand in here)."""
+    return mounts.fs_type(realpath, dev)

@@ -35,14 +35,16 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
-import logging
 import mmap
 import os
 import stat
 import time
 from collections.abc import Callable
 
+from oslo_log import log as logging
+
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.storage import blockdev
 from nova_disk_tuning.storage import fallocate as falloc
 from nova_disk_tuning.storage.probe import StorageProbe, storage_key
@@ -51,7 +53,7 @@ LOG = logging.getLogger(__name__)
 
 # Zero writes go out 8 MiB at a time: the size dd comparisons use; larger
 # buffers measured no faster on virtio disks.
-WRITE_CHUNK = 8 << 20
+WRITE_CHUNK = 8 * MiB
 # O_DIRECT alignment good for every device (512e and 4Kn).
 DIRECT_ALIGN = 4096
 

@@ -39,7 +39,7 @@ import pytest
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
-from nova_disk_tuning.cmd.demo import build_image
+from nova_disk_tuning.images.sample import build_sample_image as build_image
 from nova_disk_tuning.virt.libvirt.driver import LibvirtDriver
 from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance
 from tests.e2e import domains, guest

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import flock_held
 from nova_disk_tuning.images import publish
 
 HEX = "0123456789abcdef"
@@ -15,18 +16,6 @@ HEX = "0123456789abcdef"
 
 def listing(directory) -> list[str]:
     return sorted(os.listdir(directory))
-
-
-def locked_elsewhere(path: str) -> bool:
-    """Whether another open file description holds the flock of ``path``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def test_temp_names_are_hidden_beside_the_destination_and_match_only_ours(tmp_path):
@@ -76,7 +65,7 @@ def test_staged_file_is_locked_and_published_by_link(tmp_path):
     with publish.StagedFile(dst) as staged:
         assert os.path.dirname(staged.path) == str(tmp_path)
         assert publish.is_temp_of(dst, os.path.basename(staged.path))
-        assert locked_elsewhere(staged.path)
+        assert flock_held(staged.path)
         with open(staged.path, "wb") as handle:
             handle.write(b"image")
         staged.publish()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nova_disk_tuning.bench import storage as bench
+from nova_disk_tuning.bench import primitives as bench
 from nova_disk_tuning.bench.model import Result
 
 

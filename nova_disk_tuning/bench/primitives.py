@@ -1,4 +1,4 @@
-"""Storage experiments: fast zero and preallocation against writing zeroes.
+"""Storage primitives benchmarked: fast zero and preallocation against writing zeroes.
 
 Each experiment runs its variants side by side, interleaving repetitions,
 on the storage under ``workdir``:
@@ -9,28 +9,31 @@ on the storage under ``workdir``:
 (c) preallocate a disk (``preallocate_images = space``) vs writing it full
     of zeroes with dd, and vs Nova's ``fallocate -n``.
 
-Run: ``python -m nova_disk_tuning.bench.storage WORKDIR [--quick] [--repeat N]``.
+The harness runs this module as the ``storage`` experiment.
+
+Run: ``python -m nova_disk_tuning.bench.primitives WORKDIR [--quick] [--repeat N]``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from oslo_log import log as logging
 
 from nova_disk_tuning.bench import standalone
 from nova_disk_tuning.bench.model import Result, ratio
+from nova_disk_tuning.common.files import remove_if_exists
+from nova_disk_tuning.common.units import GiB, MiB
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
 
 LOG = logging.getLogger(__name__)
 
-GiB = 1 << 30
-MiB = 1 << 20
 DD_BS = 8 * MiB
 
 
@@ -61,7 +64,7 @@ def zero_file(workdir: str, fs: str, size: int, repeat: int) -> list[Result]:
         _dd(path, size, extra=("oflag=direct", "conv=fsync"))
         return _zero_experiment(f"storage/zero-file-{fs}-{_h(size)}", path, size, repeat)
     finally:
-        _unlink(path)
+        remove_if_exists(path)
 
 
 # (b) ---------------------------------------------------------------------------
@@ -86,7 +89,7 @@ def zero_block_device(workdir: str, size: int, repeat: int) -> list[Result]:
     finally:
         if dev:
             subprocess.run(["losetup", "-d", dev], capture_output=True)
-        _unlink(backing)
+        remove_if_exists(backing)
 
 
 def _zero_experiment(name: str, path: str, size: int, repeat: int) -> list[Result]:
@@ -149,7 +152,7 @@ def preallocation(workdir: str, fs: str, size: int, repeat: int, dd_once: bool) 
     try:
         seconds = _interleave(variants, repeat, cleanup=lambda: _remove_and_sync(path))
     finally:
-        _unlink(path)
+        remove_if_exists(path)
     once = " (measured once: writing it takes minutes)" if dd_once else ""
     return [
         Result(name, "ours", f"preallocate({path!r}, {size})", seconds["ours"], "dd", size, True),
@@ -175,7 +178,7 @@ def preallocation(workdir: str, fs: str, size: int, repeat: int, dd_once: bool) 
 
 
 def _interleave(
-    variants: dict[str, Callable[[], bool | None]],
+    variants: Mapping[str, Callable[[], bool | None]],
     repeat: int,
     cleanup: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
@@ -217,15 +220,8 @@ def _check_space(workdir: str, needed: int) -> None:
 def _remove_and_sync(path: str) -> None:
     # Freeing 20 GiB of extents is journal work that would otherwise land
     # on whichever variant runs next (measured: fallocate 0.15-0.47 s).
-    _unlink(path)
+    remove_if_exists(path)
     os.sync()
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _h(size: int) -> str:

@@ -1,0 +1,94 @@
+"""One entry of the base-image cache on disk: its name, its record, its use lock.
+
+An entry is ``<sha1(image id)>`` (the image) with ``<sha1>.info`` beside it
+(JSON: image id, format, virtual size) and, while spawns make disks from it,
+``<sha1>.use`` (a shared ``flock`` per spawn; prune asks for it exclusively).
+Nothing here takes the entry lock: :class:`~nova_disk_tuning.images.cache.ImageCache`
+calls these with it held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from nova_disk_tuning.common.files import flock_held
+
+ENTRY_NAME = re.compile(r"^[0-9a-f]{40}$")
+_QCOW2_MAGIC = b"QFI\xfb"
+
+
+def meta_path(path: str) -> str:
+    return f"{path}.info"
+
+
+def use_lock_path(path: str) -> str:
+    return f"{path}.use"
+
+
+def read_meta(path: str) -> dict[str, Any] | None:
+    """The entry's record, or None if it is missing or not one of ours."""
+    try:
+        with open(meta_path(path)) as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or not {"format", "virtual_size"} <= meta.keys():
+        return None
+    return meta
+
+
+def write_meta(path: str, meta: dict[str, Any]) -> None:
+    """Write the entry's record durably under a temporary name, then rename it into place."""
+    staged = f"{path}.info.{os.getpid()}.tmp"
+    with open(staged, "w") as handle:
+        json.dump(meta, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(staged, meta_path(path))
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def mark_in_use(path: str) -> Iterator[None]:
+    """A shared flock on the entry's use lock: any number of spawns at once."""
+    fd = os.open(use_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def used_by_a_spawn(path: str) -> bool:
+    """Whether a spawn holds the entry's use lock (prune takes it exclusively)."""
+    return flock_held(use_lock_path(path))
+
+
+def qcow2_backing_file(path: str) -> str | None:
+    """The backing file named in a qcow2 header, read without qemu-img."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+            if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
+                return None
+            offset, length = struct.unpack(">QI", header[8:20])
+            if not offset or not 0 < length <= 1023:
+                return None
+            handle.seek(offset)
+            return handle.read(length).decode(errors="replace")
+    except (OSError, IsADirectoryError):
+        return None
