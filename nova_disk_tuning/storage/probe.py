@@ -114,7 +114,7 @@ class StorageProbe:
         if key in self._fs_type:
             return self._fs_type[key]
         blk = key[0] == "blk"
-        kind = "block" if blk else _mountinfo_type(st.st_dev, os.path.realpath(path))
+        kind = "block" if blk else mounts.fs_type(path, st.st_dev)
         self._fs_type[key] = kind
         return kind
 
@@ -300,8 +300,3 @@ def block_storage_kind(rdev: int) -> str | None:
     if os.path.basename(os.path.realpath(sysfs)).startswith("rbd"):
         return "krbd"
     return None
-
-
-def _mountinfo_type(dev: int, realpath: str) -> str:
-    """The mount table's answer; the one place this module asks it (tests stand in here)."""
-    return mounts.fs_type(realpath, dev)

@@ -175,7 +175,7 @@ def test_file_disks_carry_the_measured_storage_kind(tmp_path, make_conf, images_
     """
     from nova_disk_tuning.storage import probe as probe_mod
 
-    monkeypatch.setattr(probe_mod, "_mountinfo_type", lambda dev, path: "cifs")
+    monkeypatch.setattr(probe_mod.mounts, "fs_type", lambda path, dev=None: "cifs")
     conf, backend = backend_for(make_conf, str(tmp_path), images_type, "none")
     base = make_base(conf.instances_path)
     disk = backend.create_root(os.path.join(conf.instances_path, UUID), "vda", base, ROOT_SIZE)

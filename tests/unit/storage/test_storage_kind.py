@@ -46,7 +46,7 @@ def test_plain_device(sysfs):
     [("cifs", "cifs"), ("smb3", "cifs"), ("nfs4", "nfs"), ("ext4", None), ("tmpfs", None)],
 )
 def test_file_kind_from_the_file_system(tmp_path, monkeypatch, fs_type, kind):
-    monkeypatch.setattr(probe_mod, "_mountinfo_type", lambda dev, path: fs_type)
+    monkeypatch.setattr(probe_mod.mounts, "fs_type", lambda path, dev=None: fs_type)
     path = tmp_path / "disk"
     path.write_bytes(b"")
     assert StorageProbe().storage_kind(str(path)) == kind
