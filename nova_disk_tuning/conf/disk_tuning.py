@@ -110,14 +110,21 @@ the clusters allocated in qcow2 disks.
     ),
     cfg.StrOpt(
         "convert_source_cache",
-        default="none",
-        choices=("none", "writeback", "directsync", "unsafe"),
+        default="auto",
+        choices=("auto", "none", "writeback", "directsync", "unsafe"),
         help="""
 Source cache mode of ``qemu-img convert`` (``-T``).
 
-``none`` reads with O_DIRECT where the source allows it (falling back to
-``writeback`` where it does not), keeping large conversions out of the page
-cache.
+``auto`` looks at the source's page-cache state when the conversion starts
+(cachestat, or mincore on kernels before 6.5): ``writeback`` (read through
+the page cache) when at least half of it is cached, as the image just
+downloaded into the image cache is; ``none`` (O_DIRECT) otherwise.
+``none`` always reads with O_DIRECT where the source allows it (falling back
+to ``writeback`` where it does not).
+
+Related options:
+
+* ``convert_target_is_zero``, ``convert_out_of_order``
 """,
     ),
     cfg.BoolOpt(

@@ -10,6 +10,7 @@ from oslo_concurrency import processutils
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images import qemu_img
+from nova_disk_tuning.storage import pagecache
 
 INFO_JSON = json.dumps({"virtual-size": 1073741824, "format": "qcow2", "filename": "x"})
 
@@ -203,8 +204,14 @@ def test_resize_always_has_format(conf):
         tool.resize("/d/disk", 1, "")
 
 
+@pytest.fixture
+def cold_sources(monkeypatch):
+    """Sources read as not in the page cache: convert_source_cache=auto picks O_DIRECT."""
+    monkeypatch.setattr(pagecache, "cached_fraction", lambda path: 0.0)
+
+
 @pytest.mark.parametrize(("direct", "cache"), [(True, "none"), (False, "writeback")])
-def test_convert_target_cache_follows_direct_io(conf, tmp_path, direct, cache):
+def test_convert_target_cache_follows_direct_io(conf, tmp_path, direct, cache, cold_sources):
     src = tmp_path / "src"
     src.write_bytes(b"x")
     tool, rec = make(conf, direct=direct)
@@ -216,7 +223,33 @@ def test_convert_target_cache_follows_direct_io(conf, tmp_path, direct, cache):
     assert "unsafe" not in argv and "writethrough" not in argv
 
 
-def test_convert_raw_target_argv(conf, tmp_path):
+@pytest.mark.parametrize(
+    ("fraction", "expected"),
+    [(1.0, "writeback"), (0.5, "writeback"), (0.49, "none"), (None, "none")],
+)
+def test_auto_source_cache_follows_the_page_cache(conf, tmp_path, monkeypatch, fraction, expected):
+    monkeypatch.setattr(pagecache, "cached_fraction", lambda path: fraction)
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    tool, rec = make(conf)
+    result = tool.convert(str(src), str(tmp_path / "dst"), "qcow2", "raw")
+    argv = rec.argv("convert")
+    assert argv[argv.index("-T") + 1] == expected == result.source_cache
+    assert any("page cache" in reason or "unknown" in reason for reason in result.reasons)
+
+
+def test_explicit_source_cache_ignores_the_page_cache(make_conf, tmp_path, monkeypatch):
+    monkeypatch.setattr(pagecache, "cached_fraction", lambda path: 1.0)
+    conf = make_conf(disk_tuning={"convert_source_cache": "none"})
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    tool, rec = make(conf)
+    tool.convert(str(src), str(tmp_path / "dst"), "qcow2", "raw")
+    argv = rec.argv("convert")
+    assert argv[argv.index("-T") + 1] == "none"
+
+
+def test_convert_raw_target_argv(conf, tmp_path, cold_sources):
     src = tmp_path / "src"
     src.write_bytes(b"x")
     dst = tmp_path / "dst"
