@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import time
 from typing import Any
@@ -77,8 +78,8 @@ class ConvertCommands(CreateCommands):
         target_cache = self._target_cache(dst, reasons)
         source_cache = self._source_cache(src, reasons)
 
-        argv = [QEMU_IMG, "convert", "-t", target_cache, "-T", source_cache, "-f", src_format]
-        argv += ["-O", dst_format]
+        argv = [QEMU_IMG, "convert", "-t", target_cache, "-T", source_cache]
+        argv += [*source_format_args(src_format), "-O", dst_format]
         # The [disk_tuning] convert_* defaults, measured with
         # bench/conversion.py (2 GiB random-data qcow2 -> raw on ext4, medians of
         # 3, page cache dropped): all of them 4.8 s vs Nova's -t none 11.8 s;
@@ -108,7 +109,7 @@ class ConvertCommands(CreateCommands):
             elif fresh and wanted != "none":
                 reasons.append("target made by qemu-img itself: not preallocated")
             prepare = time.monotonic() - started
-            argv += [src, dst]
+            argv += [source_name(src, src_format), dst]
             LOG.info("converting %s -> %s: %s", src, dst, " ".join(argv))
             seconds = self._run_streaming(argv, src, dst, virtual_size, progress)
         except BaseException:
@@ -204,3 +205,24 @@ def _source_cache_for_state(src: str) -> tuple[str, str]:
     if fraction >= WARM_SOURCE:
         return "writeback", f"{fraction:.0%} of the source is in the page cache: read it there"
     return "none", f"{fraction:.0%} of the source is in the page cache: O_DIRECT"
+
+
+def source_format_args(fmt: str) -> list[str]:
+    """``-f FMT``; a qcow2 source names its driver in :func:`source_name` instead."""
+    return [] if fmt == "qcow2" else ["-f", fmt]
+
+
+def source_name(path: str, fmt: str) -> str:
+    """What qemu-img is told to read: for qcow2, with its backing file switched off.
+
+    The image passed the safety checks (no backing file, no data file), but
+    qemu-img opens the path again: if the file was swapped or rewritten in
+    between, a backing file named in the new header would make qemu-img read
+    any host file into the output. ``"backing": null`` makes qemu-img ignore
+    the header's backing file whatever it says (checked with qemu-img 7.2: a
+    qcow2 backed by a host file converts to zeroes, not the file's bytes).
+    """
+    if fmt != "qcow2":
+        return path
+    node = {"driver": "qcow2", "backing": None, "file": {"driver": "file", "filename": path}}
+    return "json:" + json.dumps(node, sort_keys=True)

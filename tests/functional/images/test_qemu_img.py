@@ -167,3 +167,19 @@ def test_convert_onto_a_block_device_probes_the_device(conf, loop_device, raw_im
     assert result.target_cache == "none"
     assert any(device in reason for reason in result.reasons), result.reasons
     assert compare(raw_image, "raw", device, "raw").returncode == 0
+
+
+def test_convert_never_reads_a_backing_file_the_header_names(make_conf, tmp_path):
+    """A qcow2 swapped in after the safety check cannot make qemu-img read a host file."""
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(b"TOP-SECRET-HOST-FILE" * 1024)
+    hostile = tmp_path / "hostile.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw",
+         str(hostile), "1M"],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.raw"
+    QemuImg(make_conf()).convert(str(hostile), str(out), "qcow2", "raw", preallocation="none")
+    assert b"TOP-SECRET" not in out.read_bytes()
+    assert out.stat().st_size == 1 << 20

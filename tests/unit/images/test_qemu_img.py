@@ -263,8 +263,6 @@ def test_convert_raw_target_argv(conf, tmp_path, cold_sources):
         "none",
         "-T",
         "none",
-        "-f",
-        "qcow2",
         "-O",
         "raw",
         "-m",
@@ -273,7 +271,10 @@ def test_convert_raw_target_argv(conf, tmp_path, cold_sources):
         "-p",
         "-n",
         "--target-is-zero",
-        str(src),
+        # A qcow2 source is read with its backing file switched off.
+        'json:{"backing": null, "driver": "qcow2", "file": {"driver": "file", "filename": "'
+        + str(src)
+        + '"}}',
         str(dst),
     ]
     assert result.command == rec.argv("convert")
