@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -252,6 +253,10 @@ def power_on_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
 
 
 def power_off_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
+    if not (math.isfinite(args.timeout) and args.timeout >= 0):
+        raise exception.InvalidConfig(
+            reason=f"--timeout {args.timeout}: give 0 or more seconds (0: power off at once)"
+        )
     common.compute_driver(conf).power_off(args.name, timeout=args.timeout)
     print(f"Instance {args.name} stopped")
     return 0

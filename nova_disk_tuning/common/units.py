@@ -12,7 +12,7 @@ GiB = 1 << 30
 TiB = 1 << 40
 
 _UNITS = {"": 1, "B": 1, "K": KiB, "M": MiB, "G": GiB, "T": TiB}
-_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]?)(i?B)?\s*", re.IGNORECASE)  # ASCII digits only
 
 
 def parse_size(text: str, what: str = "size") -> int:

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -81,7 +82,15 @@ def used_by_a_spawn(path: str) -> bool:
 def qcow2_backing_file(path: str) -> str | None:
     """The backing file named in a qcow2 header, read without qemu-img."""
     try:
-        with open(path, "rb") as handle:
+        # Non-blocking and no symlinks: instance directories may hold FIFOs
+        # (a console pipe) or links that a plain open would hang on or follow.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             header = handle.read(20)
             if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
                 return None
@@ -90,5 +99,7 @@ def qcow2_backing_file(path: str) -> str | None:
                 return None
             handle.seek(offset)
             return handle.read(length).decode(errors="replace")
-    except (OSError, IsADirectoryError):
+    except OSError:
         return None
+    finally:
+        os.close(fd)

@@ -113,6 +113,18 @@ class Zeroer:
         must not change a disk's size by accident (a block device has no such
         choice).
         """
+        # Only disks: opening a character device for writing can act on it
+        # (/dev/watchdog arms on open), and a FIFO would never be "zeroed".
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            raise exception.StorageError(
+                operation="zero",
+                path=path,
+                reason="it is not a regular file or block device; give a disk image or device",
+            )
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:

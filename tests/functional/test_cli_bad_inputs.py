@@ -432,6 +432,16 @@ CASES = [
     Case("audit-binary", lambda w: (["audit", w.file("dom.xml", b"\x00\xff\xfe")], "dom.xml")),
     Case("audit-unknown-domain", lambda w: (["audit", "--domain", "ghost"], "ghost")),
     Case("cache-prune-negative-age", lambda w: (["cache", "prune", "--max-age", "-1"], "-1")),
+    Case("name-is-a-uuid", lambda w: (["spawn", UUID, "--image", w.image], UUID)),
+    Case("zero-dev-zero", lambda w: (["zero", "/dev/zero", "--length", "4096"], "/dev/zero")),
+    Case("zero-fifo", lambda w: (["zero", _fifo(w)], "fifo")),
+    Case(
+        "size-unicode-digits",
+        lambda w: (["preallocate", str(w.root / "p.raw"), "--size", "\uff11\uff12"], "size"),
+    ),
+    Case(
+        "power-off-timeout-nan", lambda w: (["power-off", "ghost", "--timeout", "nan"], "--timeout")
+    ),
 ]
 
 

@@ -461,3 +461,13 @@ def test_rbd_disk_xml_passes_the_schema(make_conf, tmp_path, libvirt_host):
         ("10.0.0.2", None),
     ]
     assert driver_of(kept, "vdb").get("io") is None
+
+
+@pytest.mark.parametrize("images_type", ["flat", "qcow2"])
+def test_destroy_never_removes_files_outside_instances_path(tmp_path, make_conf, images_type):
+    """A record edited or restored elsewhere must not make destroy delete others' files."""
+    _, backend = backend_for(make_conf, str(tmp_path / "root"), images_type, "none")
+    victim = tmp_path / "someone-elses-file"
+    victim.write_text("keep me")
+    assert backend.destroy([str(victim)]) == []
+    assert victim.read_text() == "keep me"

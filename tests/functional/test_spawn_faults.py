@@ -287,3 +287,25 @@ def test_instances_path_on_a_read_only_file_system(tmp_path, image):
         assert "instances_path" in line and str(mount) in line and "read-only" in line
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_destroy_by_name_and_by_uuid_at_once(tmp_path, image):
+    config = write_conf(tmp_path, "none", "qcow2")
+    spawned = cli(config, "spawn", "twice", "--image", image, "--json")
+    uuid = json.loads(spawned.stdout)["uuid"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda who: cli(config, "destroy", who), ["twice", uuid]))
+    assert sorted(r.returncode for r in runs) == [0, 1], [r.stderr for r in runs]
+    loser = next(r for r in runs if r.returncode)
+    assert "not found" in loser.stderr and "Traceback" not in loser.stderr
+    assert listed(config) == []
+
+
+def test_a_uuid_selects_its_instance_before_a_name(tmp_path, image):
+    config = write_conf(tmp_path, "none", "qcow2")
+    first = json.loads(cli(config, "spawn", "first", "--image", image, "--json").stdout)
+    # A name equal to another instance's uuid is refused, so the two cannot be confused.
+    clash = cli(config, "spawn", first["uuid"], "--image", image)
+    assert clash.returncode == 1 and "is a UUID" in clash.stderr
+    assert cli(config, "destroy", first["uuid"]).returncode == 0
+    assert listed(config) == []

@@ -45,7 +45,8 @@ class Domains:
         return self.host.get_connection()
 
     def error(self, what: str, exc: libvirt.libvirtError) -> exception.HypervisorError:
-        message = exc.get_error_message() or str(exc)
+        # libvirt's schema errors run over several lines; the first says what.
+        message = (exc.get_error_message() or str(exc)).strip().splitlines()[0]
         return exception.HypervisorError(uri=self.host.uri, reason=f"{what}: {message}")
 
     def lookup(self, uuid: str) -> Any | None:
@@ -82,9 +83,7 @@ class Domains:
         try:
             return self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
         except libvirt.libvirtError as exc:
-            raise self.error(
-                f"defining instance {name} (the XML is in its instance directory)", exc
-            ) from None
+            raise self.error(f"defining instance {name}", exc) from None
 
     def ensure_defined(self, record: InstanceRecord) -> Any:
         """The domain of a known instance, defined again from libvirt.xml if missing."""

@@ -24,6 +24,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import signals
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -111,21 +112,24 @@ class LibvirtDriver:
             if self.store.exists(instance.name):
                 raise exception.InstanceExists(name=instance.name)
             self.domains.refuse_foreign(instance.name, instance.uuid)
-            claim = self.store.claim(
-                InstanceRecord(
-                    name=instance.name,
-                    uuid=instance.uuid,
-                    created_at=now(),
-                    connection_uri=self.host.uri,
-                    flavor=flavor.to_dict(),
-                    image=image.to_dict(),
-                    image_backend=loader.image_backend_name(self.conf),
+            # Claimed and its undo registered as one step: no signal in between.
+            with signals.deferred():
+                claim = self.store.claim(
+                    InstanceRecord(
+                        name=instance.name,
+                        uuid=instance.uuid,
+                        created_at=now(),
+                        connection_uri=self.host.uri,
+                        flavor=flavor.to_dict(),
+                        image=image.to_dict(),
+                        image_backend=loader.image_backend_name(self.conf),
+                    )
                 )
-            )
-            undo = Undo(instance.name)
-            undo.push(
-                f"instance directory {claim.directory}", lambda: self.store.remove(instance.uuid)
-            )
+                undo = Undo(instance.name)
+                undo.push(
+                    f"instance directory {claim.directory}",
+                    lambda: self.store.remove(instance.uuid),
+                )
             try:
                 # The base image stays in use (safe from `cache prune`) until
                 # every disk made from it exists.
@@ -151,8 +155,10 @@ class LibvirtDriver:
         spawn died (``building, process gone``) or whose record is broken is
         removed too; one still being spawned is refused.
         """
-        self._refuse_live_spawn(self.store.find(instance_name))
-        with self._lock(instance_name):
+        found = self.store.find(instance_name)
+        self._refuse_live_spawn(found)
+        # Locked by the instance's name, as spawn locks it, whatever was typed.
+        with self._lock(found.name):
             record = self.store.find(instance_name)
             self._refuse_live_spawn(record)
             domain = self.domains.lookup(record.uuid)

@@ -126,6 +126,15 @@ def validate_name(name: str) -> None:
             reason=f"instance name {name!r}: use 1-63 characters of letters, digits and "
             "_.+-, starting with a letter or digit"
         )
+    try:
+        uuidlib.UUID(name)
+    except ValueError:
+        return
+    # Commands take a name or a uuid: a name that is a uuid would be ambiguous.
+    raise exception.InvalidConfig(
+        reason=f"instance name {name!r} is a UUID; commands would confuse it with an "
+        "instance's uuid. Choose a name that is not one."
+    )
 
 
 # Reading the tuning back from a record ---------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import signals
 from nova_disk_tuning.common.units import GiB, MiB
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.virt.libvirt import guest, loader
@@ -223,12 +224,16 @@ class Spawn:
         record.disks = [DiskEntry.of(kind, disk, record.image_backend) for kind, disk in self.disks]
         record.tuning = tuning.to_dict()
         driver.store.write(record, xml)
-        domain = driver.domains.define(xml, self.name, checked=True)
-        self.undo.push(f"domain definition {self.name}", lambda: driver.domains.undefine(domain))
+        with signals.deferred():  # defined and its undo registered as one step
+            domain = driver.domains.define(xml, self.name, checked=True)
+            self.undo.push(
+                f"domain definition {self.name}", lambda: driver.domains.undefine(domain)
+            )
         LOG.info("Instance %s: defined at %s (uuid %s)", self.name, driver.host.uri, record.uuid)
         if request.start:
-            driver.domains.start(self.name, domain)
-            self.undo.push(f"running domain {self.name}", lambda: driver.domains.stop(domain))
+            with signals.deferred():
+                driver.domains.start(self.name, domain)
+                self.undo.push(f"running domain {self.name}", lambda: driver.domains.stop(domain))
         return SpawnResult(record, xml, tuning, cached)
 
     def _copy_boot_files(self) -> tuple[str | None, str | None]:

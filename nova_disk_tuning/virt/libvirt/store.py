@@ -123,8 +123,13 @@ class InstanceStore:
         return found
 
     def find(self, name: str) -> InstanceRecord:
-        for record in self.records():
-            if name in (record.name, record.uuid):
+        """The instance whose uuid is ``name``, else the one named ``name``."""
+        records = list(self.records())
+        for record in records:
+            if record.uuid == name:
+                return record
+        for record in records:
+            if record.name == name:
                 return record
         raise exception.InstanceNotFound(name=name)
 

@@ -271,3 +271,13 @@ def test_relative_instances_path_is_refused(make_conf, monkeypatch, tmp_path):
     with pytest.raises(exception.InvalidConfig, match="must be an absolute directory path"):
         make_conf(DEFAULT={"instances_path": "relative/instances"})
     assert not (tmp_path / "relative").exists()
+
+
+@pytest.mark.timeout(60)
+def test_prune_is_not_stopped_by_a_fifo_in_an_instance_directory(make_conf, tmp_path):
+    """Instance directories may hold FIFOs (a console pipe): prune must not block on one."""
+    conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
+    foreign = tmp_path / "instances" / "0a1b2c3d-0000-4000-8000-000000000000"
+    foreign.mkdir(parents=True)
+    os.mkfifo(foreign / "console.pipe")
+    assert ImageCache(conf).prune(max_age=0) == []

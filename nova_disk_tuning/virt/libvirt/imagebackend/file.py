@@ -36,10 +36,17 @@ class _FileBackend(ImageBackend):
         base_dir = os.path.realpath(
             os.path.join(self.conf.instances_path, self.conf.image_cache.subdirectory_name)
         )
+        instances = os.path.realpath(self.conf.instances_path)
         for path in _paths(disks):
-            if os.path.realpath(path).startswith(base_dir + os.sep):
+            real = os.path.realpath(path)
+            if real.startswith(base_dir + os.sep):
                 # A caller handing over the base would break every instance using it.
                 LOG.error("Not removing %s: it is in the image cache %s", path, base_dir)
+                continue
+            if not real.startswith(instances + os.sep):
+                # Only what this backend makes: files in instance directories.
+                # A record edited or restored elsewhere must not delete others' files.
+                LOG.error("Not removing %s: it is not under instances_path %s", path, instances)
                 continue
             if remove_if_exists(path):
                 LOG.info("Removed instance disk %s", path)
