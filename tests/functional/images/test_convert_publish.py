@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from nova_disk_tuning.images import qemu_img_convert
 from nova_disk_tuning.images.qemu_img import QemuImg
 from tests.functional.conftest import requires_root
 from tests.functional.images.conftest import MiB, compare, run
@@ -343,7 +344,8 @@ def test_the_temp_file_gets_target_is_zero_and_preallocation(
 
     out = json.loads(proc.stdout)
     assert out["target_is_zero"] and out["preallocation"] == done, out
-    assert out["command"][-3:] == ["--target-is-zero", qcow2_image, str(dst)]
+    source = qemu_img_convert.source_name(qcow2_image, "qcow2")
+    assert out["command"][-3:] == ["--target-is-zero", source, str(dst)]
     assert os.listdir(out_dir) == [dst.name]
     assert compare(qcow2_image, "qcow2", str(dst), fmt).returncode == 0
 
