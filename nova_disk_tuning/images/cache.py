@@ -294,6 +294,11 @@ class ImageCache:
                 if used_by_a_spawn(entry.path):
                     LOG.info("keeping %s: a spawn is making disks from it", entry.path)
                     continue
+                # Scanned again under the lock: a spawn that released the
+                # entry since the first scan has made its overlay by now.
+                if os.path.realpath(entry.path) in self._referenced_bases():
+                    LOG.info("keeping %s: in use", entry.path)
+                    continue
                 os.unlink(entry.path)
                 remove_if_exists(meta_path(entry.path))
                 remove_if_exists(use_lock_path(entry.path))
