@@ -23,6 +23,7 @@ import dataclasses
 import glob
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -48,6 +49,21 @@ from nova_disk_tuning.images.cache_entry import (
 from nova_disk_tuning.images.qemu_img import ConvertResult, QemuImg
 
 LOG = logging.getLogger(__name__)
+
+# <sha1>.<pid>.part / .tmp: what a fetch works in before it publishes.
+_PARTIAL = re.compile(r"[0-9a-f]{40}\.([0-9]+)\.(?:part|tmp)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
 LOCK_PREFIX = "nova-disk-tuning-"
 
 
@@ -239,6 +255,26 @@ class ImageCache:
             LOG.info("removing %s, left by an interrupted fetch", stale)
             remove_if_exists(stale)
 
+    def _remove_abandoned(self) -> list[str]:
+        """Partial fetches whose process is gone, of any entry: prune's share of clean-up.
+
+        A fetch killed with SIGKILL leaves ``<entry>.<pid>.part`` (or
+        ``.tmp``); the next fetch of the same image removes it, but an image
+        that changed gets a new entry and never would. The pid names the
+        owner: while it runs (or its pid was reused) the file stays.
+        """
+        removed = []
+        for stale in glob.glob(os.path.join(glob.escape(self.base_dir), "*.*.p*")) + glob.glob(
+            os.path.join(glob.escape(self.base_dir), "*.*.tmp")
+        ):
+            match = _PARTIAL.fullmatch(os.path.basename(stale))
+            if match is None or _alive(int(match.group(1))):
+                continue
+            if remove_if_exists(stale):
+                LOG.info("removed %s, left by a fetch that was killed", stale)
+                removed.append(stale)
+        return removed
+
     # -- list / prune --------------------------------------------------------------
 
     def list(self) -> list[CacheEntry]:
@@ -279,7 +315,7 @@ class ImageCache:
         if max_age is None:
             max_age = self.conf.image_cache.remove_unused_original_minimum_age_seconds
         used = {os.path.realpath(p) for p in in_use} | self._referenced_bases()
-        removed = []
+        removed = self._remove_abandoned()
         for entry in self.list():
             if os.path.realpath(entry.path) in used:
                 LOG.info("keeping %s: in use", entry.path)

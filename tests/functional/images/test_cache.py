@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -281,3 +282,22 @@ def test_prune_is_not_stopped_by_a_fifo_in_an_instance_directory(make_conf, tmp_
     foreign.mkdir(parents=True)
     os.mkfifo(foreign / "console.pipe")
     assert ImageCache(conf).prune(max_age=0) == []
+
+
+def test_prune_removes_partial_fetches_of_dead_processes_only(make_conf, tmp_path):
+    """A fetch killed with SIGKILL leaves <entry>.<pid>.part; prune removes it once the pid is gone."""
+    conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
+    cache = ImageCache(conf)
+    os.makedirs(cache.base_dir)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    entry = os.path.join(cache.base_dir, "ab" * 20)
+    abandoned = f"{entry}.{dead.pid}.part"
+    running = f"{entry}.{os.getpid()}.tmp"
+    foreign = os.path.join(cache.base_dir, "notes.1.part")
+    for path in (abandoned, running, foreign):
+        with open(path, "wb") as handle:
+            handle.write(b"x" * 4096)
+    assert cache.prune(max_age=0) == [abandoned]
+    assert not os.path.exists(abandoned)
+    assert os.path.exists(running) and os.path.exists(foreign)
