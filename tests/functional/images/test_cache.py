@@ -285,7 +285,7 @@ def test_prune_is_not_stopped_by_a_fifo_in_an_instance_directory(make_conf, tmp_
 
 
 def test_prune_removes_partial_fetches_of_dead_processes_only(make_conf, tmp_path):
-    """A fetch killed with SIGKILL leaves <entry>.<pid>.part; prune removes it once the pid is gone."""
+    """A killed fetch leaves <entry>.<pid>.part; prune removes it once that pid is gone."""
     conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
     cache = ImageCache(conf)
     os.makedirs(cache.base_dir)
