@@ -273,7 +273,7 @@ def block_device_info_from_files(paths: Sequence[str]) -> dict[str, Any]:
             raise exception.InvalidConfig(
                 reason=f"cannot read volume connection_info {path}: {exc.strerror}"
             ) from None
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # UnicodeDecodeError included
             raise exception.InvalidConfig(
                 reason=f"volume connection_info {path} is not JSON: {exc}"
             ) from None

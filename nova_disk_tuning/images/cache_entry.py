@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from nova_disk_tuning.common.files import flock_held
+from nova_disk_tuning.images.source import QCOW2_MAGIC
 
 ENTRY_NAME = re.compile(r"^[0-9a-f]{40}$")
-_QCOW2_MAGIC = b"QFI\xfb"
 
 
 def meta_path(path: str) -> str:
@@ -92,7 +92,7 @@ def qcow2_backing_file(path: str) -> str | None:
             return None
         with os.fdopen(fd, "rb", closefd=False) as handle:
             header = handle.read(20)
-            if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
+            if len(header) < 20 or header[:4] != QCOW2_MAGIC:
                 return None
             offset, length = struct.unpack(">QI", header[8:20])
             if not offset or not 0 < length <= 1023:

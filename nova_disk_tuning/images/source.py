@@ -48,7 +48,7 @@ _AGAIN = "copy or download the complete image again"
 # qcow2 header (docs/interop/qcow2.txt in QEMU), big-endian. Version 2 ends
 # after snapshots_offset (72 bytes); version 3 adds fields up to
 # header_length at byte 100, and requires header_length >= 104.
-_QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_MAGIC = b"QFI\xfb"  # the first four bytes of every qcow2 file
 _QCOW2 = struct.Struct(">4sIQIIQIIQQIIQ")  # the version 2 header: _Qcow2Header
 _QCOW2_V3_MIN = 104
 _QCOW2_HEADER_LENGTH = struct.Struct(">I")  # at byte 100, version 3 only
@@ -209,7 +209,7 @@ def _truncation_problem(fd: int, source: Source) -> str | None:
     would pass as a small raw image.
     """
     head = os.pread(fd, _SECTOR, 0)
-    if head.startswith(_QCOW2_MAGIC):
+    if head.startswith(QCOW2_MAGIC):
         regions = _qcow2_regions(head)
         fmt = "qcow2"
     elif head.startswith(_VMDK_MAGIC):

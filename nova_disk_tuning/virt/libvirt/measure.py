@@ -18,13 +18,13 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.images.source import QCOW2_MAGIC
 from nova_disk_tuning.storage.probe import StorageProbe, covers
 from nova_disk_tuning.virt.libvirt import loader
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 
 SPEC_KEYS = ("path", "name", "format", "type", "bus", "volume")
 SPEC_FLAGS = ("shareable", "preallocated")
-QCOW2_MAGIC = b"QFI\xfb"
 
 
 @dataclasses.dataclass(frozen=True)
