@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.conf import default, disk_tuning, libvirt
+from nova_disk_tuning.conf import compute, default, disk_tuning, libvirt
 
-_MODULES = (default, libvirt, disk_tuning)
+_MODULES = (default, compute, libvirt, disk_tuning)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -28,6 +28,17 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
                 # set_override(), between all ConfigOpts; give each its own.
                 conf.register_group(cfg.OptGroup(group.name, title=group.title, help=group.help))
         module.register_opts(conf)
+
+
+def preallocation(conf: cfg.ConfigOpts) -> str:
+    """The preallocation mode in force: none, space or performance.
+
+    ``[disk_tuning] preallocate_images`` wins when set: inside nova-compute
+    ``[DEFAULT] preallocate_images`` is Nova's option, which refuses
+    ``performance``.
+    """
+    mode: str = conf.disk_tuning.preallocate_images or conf.preallocate_images
+    return mode
 
 
 def new_conf(

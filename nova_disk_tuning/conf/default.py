@@ -88,20 +88,6 @@ Only used when ``[libvirt] images_type`` is ``default``: True selects the
 ``qcow2`` backend, False the ``flat`` backend (full raw copies).
 """,
     ),
-    cfg.IntOpt(
-        "max_concurrent_disk_ops",
-        default=0,
-        min=0,
-        help="""
-Maximum number of disk-intensive operations (image conversion, copies) run
-at the same time on this host.
-
-Possible values:
-
-* 0: no limit.
-* Any positive integer.
-""",
-    ),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from nova_disk_tuning.conf.default import PREALLOCATE_CHOICES
+
 disk_tuning_group = cfg.OptGroup(
     "disk_tuning",
     title="Disk tuning options",
@@ -9,6 +11,18 @@ disk_tuning_group = cfg.OptGroup(
 )
 
 disk_tuning_opts = [
+    cfg.StrOpt(
+        "preallocate_images",
+        choices=PREALLOCATE_CHOICES,
+        help="""
+Overrides ``[DEFAULT] preallocate_images`` when set.
+
+Inside Nova's nova-compute, ``[DEFAULT] preallocate_images`` is Nova's own
+option, which accepts only ``none`` and ``space``: set ``performance`` here
+to get preallocated qcow2 overlays. Unset: ``[DEFAULT] preallocate_images``
+decides.
+""",
+    ),
     cfg.StrOpt(
         "aio_mode",
         default="auto",

@@ -202,13 +202,14 @@ limit and the image is rejected.
     ),
     cfg.IntOpt(
         "images_address_space_limit",
-        default=1024,
-        min=64,
+        default=2,
+        min=1,
         help="""
-Address space in MiB a ``qemu-img info`` of an untrusted image may use.
+Address space in GiB a ``qemu-img info`` of an untrusted image may use.
 
 A crafted image can make qemu-img allocate without bound; the process fails
-at this limit and the image is rejected.
+at this limit and the image is rejected. Same option, unit and default as
+Nova's, so one nova.conf serves both.
 """,
     ),
 ]

@@ -1,8 +1,8 @@
 """Option listing for oslo-config-generator (entry point ``oslo.config.opts``)."""
 
-from nova_disk_tuning.conf import default, disk_tuning, libvirt
+from nova_disk_tuning.conf import compute, default, disk_tuning, libvirt
 
-_MODULES = (default, libvirt, disk_tuning)
+_MODULES = (default, compute, libvirt, disk_tuning)
 
 
 def list_opts() -> list:

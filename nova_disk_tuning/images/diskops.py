@@ -1,6 +1,6 @@
 """A host-wide limit on concurrent disk-intensive operations.
 
-``[DEFAULT] max_concurrent_disk_ops`` = N is N slot files under the lock
+``[compute] max_concurrent_disk_ops`` = N is N slot files under the lock
 directory; an operation holds an exclusive ``flock`` on one of them. flock
 locks are released by the kernel when their holder dies, so a killed
 conversion never keeps a slot.
@@ -28,7 +28,7 @@ class DiskOpsLimiter:
 
     @contextlib.contextmanager
     def slot(self, what: str) -> Iterator[None]:
-        limit = self.conf.max_concurrent_disk_ops
+        limit = self.conf.compute.max_concurrent_disk_ops
         if limit == 0:
             yield
             return
@@ -55,7 +55,7 @@ class DiskOpsLimiter:
                 return fd
             if not waited:
                 LOG.info(
-                    "%s waits: %d disk operations already run ([DEFAULT] max_concurrent_disk_ops)",
+                    "%s waits: %d disk operations already run ([compute] max_concurrent_disk_ops)",
                     what,
                     limit,
                 )

@@ -20,6 +20,7 @@ from typing import Any
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.conf import preallocation as preallocation_mode
 from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, ProgressCallback, remove_incomplete
 from nova_disk_tuning.images.qemu_img_create import CreateCommands
 from nova_disk_tuning.storage import pagecache
@@ -72,7 +73,7 @@ class ConvertCommands(CreateCommands):
             raise exception.ImageError(path=src, reason="convert needs both formats (-f and -O)")
         if not os.path.exists(src):
             raise exception.ImageNotFound(path=src)
-        wanted = preallocation or self.conf.preallocate_images
+        wanted = preallocation or preallocation_mode(self.conf)
         virtual_size = int(self.info(src, src_format).virtual_size)
         reasons: list[str] = []
         target_cache = self._target_cache(dst, reasons)

@@ -15,6 +15,7 @@ import os
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.conf import preallocation as preallocation_mode
 from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, remove_incomplete
 from nova_disk_tuning.images.qemu_img_info import InfoCommands
 
@@ -52,7 +53,7 @@ class CreateCommands(InfoCommands):
         qcow2 overlays always name their backing format (a missing one lets
         qemu probe the base, which a guest can turn into a host file read).
         """
-        requested = preallocation or self.conf.preallocate_images
+        requested = preallocation or preallocation_mode(self.conf)
         if requested not in PREALLOCATE_MODES:
             raise exception.ImageError(
                 path=path,

@@ -19,7 +19,7 @@ from oslo_log import log as logging
 from oslo_utils import imageutils
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.common.units import MiB
+from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, QemuImgCommand
 
 LOG = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class InfoCommands(QemuImgCommand):
         """prlimit for qemu-img on untrusted images, from config read now."""
         return processutils.ProcessLimits(
             cpu_time=self.conf.libvirt.images_cpu_time_limit,
-            address_space=self.conf.libvirt.images_address_space_limit * MiB,
+            address_space=self.conf.libvirt.images_address_space_limit * GiB,
         )
 
     def info(self, path: str, format: str | None = None) -> imageutils.QemuImgInfo:

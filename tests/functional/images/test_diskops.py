@@ -1,4 +1,4 @@
-"""[DEFAULT] max_concurrent_disk_ops across real processes."""
+"""[compute] max_concurrent_disk_ops across real processes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ CTX = multiprocessing.get_context("fork")
 
 def _hold(instances: str, limit: int, log: str, seconds: float) -> None:
     conf = ndt_conf.new_conf(
-        overrides={"DEFAULT": {"instances_path": instances, "max_concurrent_disk_ops": limit}}
+        overrides={
+            "DEFAULT": {"instances_path": instances},
+            "compute": {"max_concurrent_disk_ops": limit},
+        }
     )
     with DiskOpsLimiter(conf, os.path.join(instances, "locks")).slot("test"):
         with open(log, "a") as handle:

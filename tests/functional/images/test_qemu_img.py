@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import pytest
+from oslo_concurrency import processutils
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -115,8 +116,12 @@ def test_resize(conf, tmp_path):
     assert tool.info(disk, "raw").virtual_size == 8 * MiB
 
 
-def test_info_real_image_and_errors(make_conf, tmp_path, qcow2_image):
-    tool = QemuImg(make_conf(libvirt={"images_address_space_limit": 64}))
+def test_info_real_image_and_errors(conf, tmp_path, qcow2_image, monkeypatch):
+    tool = QemuImg(conf)
+    # [libvirt] images_address_space_limit counts GiB (Nova's unit); a limit
+    # qemu-img really hits needs less than the smallest value, 1 GiB.
+    small = processutils.ProcessLimits(cpu_time=30, address_space=64 * MiB)
+    monkeypatch.setattr(tool, "limits", lambda: small)
     info = tool.info(qcow2_image, "qcow2")
     assert (info.file_format, info.virtual_size) == ("qcow2", 32 * MiB)
     with pytest.raises(exception.ImageNotFound):

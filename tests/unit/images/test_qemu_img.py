@@ -73,7 +73,7 @@ def make(conf, direct=True, **kwargs):
 
 
 def test_info_argv_has_force_share_json_format_and_limits(make_conf, tmp_path):
-    conf = make_conf(libvirt={"images_cpu_time_limit": 7, "images_address_space_limit": 256})
+    conf = make_conf(libvirt={"images_cpu_time_limit": 7, "images_address_space_limit": 3})
     image = tmp_path / "disk"
     image.write_bytes(b"x")
     tool, rec = make(conf)
@@ -81,7 +81,7 @@ def test_info_argv_has_force_share_json_format_and_limits(make_conf, tmp_path):
     argv, kwargs = rec.calls[-1]
     assert argv == ["qemu-img", "info", "--force-share", "--output=json", "-f", "qcow2", str(image)]
     assert kwargs["prlimit"].cpu_time == 7
-    assert kwargs["prlimit"].address_space == 256 * 1024 * 1024
+    assert kwargs["prlimit"].address_space == 3 * 1024**3
     assert info.virtual_size == 1073741824
 
 

@@ -13,6 +13,7 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.files import remove_if_exists
+from nova_disk_tuning.conf import preallocation
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import covers
@@ -79,7 +80,7 @@ class _FileBackend(ImageBackend):
 
     def _preallocate(self, path: str, size: int, keep_size: bool, notes: list[str]) -> bool:
         """fallocate per preallocate_images; True only if the whole size got allocated."""
-        mode = self.conf.preallocate_images
+        mode = preallocation(self.conf)
         if mode == "none":
             notes.append("preallocate_images=none: left sparse")
             return False
@@ -199,7 +200,7 @@ class Qcow2(_FileBackend):
         self, path: str, size: int, notes: list[str], base: CachedImage | None = None
     ) -> bool:
         """Create the qcow2 as preallocate_images says; True if it is preallocated."""
-        mode = self.conf.preallocate_images
+        mode = preallocation(self.conf)
         backing = {"backing": base.path, "backing_format": base.format} if base else {}
         if mode == "performance" and (base is None or self.qemu_img.supports_extended_l2()):
             # Standalone: preallocation=falloc; overlay: extended_l2 + falloc.

@@ -24,6 +24,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.conf import preallocation
 from nova_disk_tuning.virt.libvirt.domxml.disk_values import DISK_CACHE_MODES, DISK_SOURCE_TYPES
 from nova_disk_tuning.virt.libvirt.tuning import safety
 from nova_disk_tuning.virt.libvirt.tuning.facts import Decision, DiskFacts, HostCaps, format_version
@@ -195,7 +196,7 @@ def _decide_io(disk: DiskFacts, host: HostCaps, conf: cfg.ConfigOpts, cache: str
         LOG.info("Disk %s: io_uring not used (%s); %s", disk.name, denied, fallback.value)
         return Decision(fallback.value, f"io_uring not used ({denied}); {fallback.reason}")
     decision = _preferred(disk, cache, hint, hint_note)
-    wanted = conf.preallocate_images
+    wanted = preallocation(conf)
     if wanted != "none" and decision.value == "threads" and disk.allocation_covers_size is False:
         # Nova would set native here from the config alone; say why we do not.
         LOG.warning(
