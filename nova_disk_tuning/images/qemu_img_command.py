@@ -186,12 +186,15 @@ class QemuImgCommand:
             raise exception.QemuImgError(
                 command="convert", path=src, reason=NOT_INSTALLED
             ) from None
-        # Bytes (no text mode), so a BufferedReader: read1 returns what is there.
+        # Bytes (no text mode), so a BufferedReader, whose read1 returns what
+        # is there. Under eventlet (nova-compute monkey-patches subprocess)
+        # the pipe is a GreenFileIO: no read1, and its read returns what is there.
         stdout = cast(io.BufferedReader, child.stdout)
+        read_some = getattr(stdout, "read1", stdout.read)
         tail = b""
         messages: list[str] = []
         try:
-            while chunk := stdout.read1(65536):
+            while chunk := read_some(65536):
                 lines, tail = _split_lines(tail + chunk)
                 for line in lines:
                     values = parse_progress(line)

@@ -109,3 +109,34 @@ def test_the_package_check_sees_a_violation(tmp_path):
     (bad / "x.py").write_text(f"from {LIBVIRT}.imagebackend.file import Flat\n")
     folder = "virt/libvirt/tuning"
     assert _offenders(folder, FORBIDDEN[folder], root=tmp_path / "pkg")
+
+
+def test_only_the_nova_integration_imports_nova():
+    """Nova is imported in nova_disk_tuning/nova/ only, and nothing imports that package.
+
+    The standalone CLI and driver run on hosts without Nova; the drop-in
+    reaches the project through its layers, never the other way round.
+    """
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        inside = path.is_relative_to(PACKAGE / "nova")
+        for module in _imports(path):
+            top = module.split(".")[0]
+            if top == "nova" and not inside:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+            if module.startswith("nova_disk_tuning.nova") and not inside:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+            if inside and _layer(module) in ("bench", "cmd"):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_nova_shim_only_reexports_the_driver():
+    shim = PACKAGE.parent / "nova" / "virt" / "disk_tuning" / "__init__.py"
+    assert sorted(_imports(shim)) == [
+        "nova_disk_tuning.nova.driver",
+        "nova_disk_tuning.nova.driver.LibvirtDriver",
+    ]
+    # nova/ and nova/virt/ stay Nova's: no __init__.py of ours there.
+    assert not (PACKAGE.parent / "nova" / "__init__.py").exists()
+    assert not (PACKAGE.parent / "nova" / "virt" / "__init__.py").exists()

@@ -1,0 +1,191 @@
+"""``disk_tuning.LibvirtDriver``: Nova's libvirt driver, with the project's disks.
+
+A subclass of ``nova.virt.libvirt.driver.LibvirtDriver`` that overrides
+three seams and nothing else:
+
+* ``_get_guest_config``: the one place every guest XML comes from (spawn,
+  hard reboot, rescue, resize, live migration). The config Nova built is
+  measured and tuned by the policy before Nova renders it.
+* ``_get_volume_config``: a volume attached to a running guest gets the same
+  per-disk decisions, and an IOThread of that guest.
+* ``image_backend``: the project's preallocation, qcow2 overlays and image
+  conversion in place of Nova's (:mod:`.imagebackend`).
+
+Everything else (scheduling, networking, migration, the whole life cycle) is
+Nova's, unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+from nova.conf import CONF
+from nova.virt.libvirt import driver as nova_driver
+from oslo_log import log as logging
+
+from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.nova import conf as nova_conf
+from nova_disk_tuning.nova import facts as nova_facts
+from nova_disk_tuning.nova import imagebackend, render
+from nova_disk_tuning.nova.tune import describe, tune_config
+from nova_disk_tuning.storage import kernel
+from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps, version_from_int
+from nova_disk_tuning.virt.libvirt.tuning.policy import decide
+
+LOG = logging.getLogger(__name__)
+
+
+class LibvirtDriver(nova_driver.LibvirtDriver):
+    def __init__(self, virtapi: Any, read_only: bool = False) -> None:
+        nova_conf.register_opts(CONF)
+        super().__init__(virtapi, read_only)
+        self.image_backend = imagebackend.Backend(CONF.use_cow_images)
+        self._ndt_probe = StorageProbe()
+        self._ndt_qemu_img = QemuImg(CONF, probe=self._ndt_probe)
+        self._ndt_caps: HostCaps | None = None
+        # connection_info id -> IOThread for a volume being attached (see attach_volume).
+        self._ndt_attach_threads: dict[int, int | None] = {}
+
+    # -- facts about this host ---------------------------------------------------
+
+    def _ndt_host_caps(self) -> HostCaps:
+        if self._ndt_caps is None:
+            conn = self._host.get_connection()
+            io_uring = kernel.io_uring_support()
+            self._ndt_caps = HostCaps(
+                libvirt_version=version_from_int(conn.getLibVersion()),
+                qemu_version=version_from_int(conn.getVersion()),
+                kernel_io_uring=io_uring.usable,
+                kernel_io_uring_detail=io_uring.reason,
+            )
+        return self._ndt_caps
+
+    # -- guest configs -------------------------------------------------------------
+
+    def _get_guest_config(
+        self,
+        instance: Any,
+        network_info: Any,
+        image_meta: Any,
+        disk_info: Any,
+        rescue: Any = None,
+        block_device_info: Any = None,
+        context: Any = None,
+        mdevs: Any = None,
+        accel_info: Any = None,
+        share_info: Any = None,
+        old_guest: Any = None,
+    ) -> Any:
+        guest = super()._get_guest_config(
+            instance,
+            network_info,
+            image_meta,
+            disk_info,
+            rescue=rescue,
+            block_device_info=block_device_info,
+            context=context,
+            mdevs=mdevs,
+            accel_info=accel_info,
+            share_info=share_info,
+            old_guest=old_guest,
+        )
+        disks = [d for d in guest.devices if d.root_name == "disk"]
+        try:
+            measured, skipped = nova_facts.measure(
+                disks,
+                nova_facts.volumes_by_target(block_device_info),
+                CONF,
+                self._ndt_probe,
+                self._ndt_qemu_img,
+            )
+            tune_config(
+                guest,
+                measured,
+                skipped,
+                self._ndt_host_caps(),
+                CONF,
+                _extra_specs(instance),
+                instance=instance,
+            )
+        except Exception:
+            # A bug or an unforeseen host state in the tuning must not fail a
+            # boot Nova alone would complete: Nova's config goes out as built.
+            LOG.exception(
+                "Disk tuning failed; the guest keeps Nova's disk settings", instance=instance
+            )
+        return guest
+
+    # -- volumes attached to a running guest -----------------------------------------
+
+    def attach_volume(
+        self,
+        context: Any,
+        connection_info: Any,
+        instance: Any,
+        mountpoint: Any,
+        disk_bus: Any = None,
+        device_type: Any = None,
+        encryption: Any = None,
+    ) -> None:
+        self._ndt_attach_threads[id(connection_info)] = self._ndt_next_iothread(instance)
+        try:
+            super().attach_volume(
+                context,
+                connection_info,
+                instance,
+                mountpoint,
+                disk_bus=disk_bus,
+                device_type=device_type,
+                encryption=encryption,
+            )
+        finally:
+            self._ndt_attach_threads.pop(id(connection_info), None)
+
+    def _get_volume_config(self, connection_info: Any, disk_info: Any) -> Any:
+        conf = render.adopt(super()._get_volume_config(connection_info, disk_info))
+        try:
+            measured, skipped = nova_facts.measure(
+                [conf],
+                {conf.target_dev: connection_info},
+                CONF,
+                self._ndt_probe,
+                self._ndt_qemu_img,
+            )
+            for item in skipped:
+                LOG.warning("Volume %s keeps Nova's settings: %s", item.target, item.reason)
+            for facts in measured:
+                tuning = decide(facts, self._ndt_host_caps(), CONF)
+                tuning.apply(conf)
+                thread = self._ndt_attach_threads.get(id(connection_info))
+                if thread is not None and conf.target_bus == "virtio":
+                    conf.driver_iothread = thread
+                LOG.info("Volume %s: %s; iothread=%s", conf.target_dev, describe(tuning), thread)
+        except Exception:
+            LOG.exception("Disk tuning failed; the volume keeps Nova's settings")
+        return conf
+
+    def _ndt_next_iothread(self, instance: Any) -> int | None:
+        """The least used IOThread of the running guest, None if it has none."""
+        try:
+            xml = self._host.get_guest(instance).get_xml_desc()
+            root = etree.fromstring(xml.encode())
+        except Exception as exc:  # the guest may be gone; Nova reports that
+            LOG.debug("No IOThread for the new volume: %s", exc)
+            return None
+        count = int(root.findtext("iothreads") or 0)
+        if count < 1:
+            return None
+        use = collections.Counter(
+            int(d.get("iothread", "0")) for d in root.iterfind("devices/disk/driver[@iothread]")
+        )
+        return min(range(1, count + 1), key=lambda t: (use[t], t))
+
+
+def _extra_specs(instance: Any) -> Mapping[str, str]:
+    flavor = getattr(instance, "flavor", None)
+    specs = getattr(flavor, "extra_specs", None) if flavor is not None else None
+    return dict(specs or {})

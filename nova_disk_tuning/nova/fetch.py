@@ -1,0 +1,57 @@
+"""Base images for Nova's image cache, made by the project's pipeline.
+
+Nova downloads an image with its image API, then checks and converts it in
+``nova.virt.images.fetch_to_raw``. Here the download stays Nova's (Glance,
+its auth, trusted certificates) and everything after it is the project's
+:class:`~nova_disk_tuning.images.cache.ImageCache`: hostile-image checks
+before anything reads the file, a conversion with a flushed target cache and
+the source cache chosen from the page-cache state (the download has just
+written it), crash-safe publication under the same ``_base/<sha1>`` name.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from nova.conf import CONF
+from nova.virt import images as nova_images
+from nova.virt.libvirt import utils as libvirt_utils
+from oslo_log import log as logging
+
+from nova_disk_tuning.images.cache import ImageCache
+from nova_disk_tuning.images.qemu_img_command import ProgressCallback
+
+LOG = logging.getLogger(__name__)
+
+SCHEME = "glance"
+
+
+class NovaImageFetcher:
+    """``glance:<image id>`` through Nova's image API, with the caller's context."""
+
+    def __init__(self, context: Any, trusted_certs: Any = None) -> None:
+        self.context = context
+        self.trusted_certs = trusted_certs
+
+    def fetch(self, source: str, dest: str, progress: ProgressCallback | None = None) -> int:
+        image_id = source.partition(":")[2]
+        nova_images.fetch(self.context, image_id, dest, self.trusted_certs)
+        return os.path.getsize(dest)
+
+
+def fetch_image(context: Any, target: str, image_id: str, trusted_certs: Any = None) -> None:
+    """Drop-in for ``nova.virt.libvirt.utils.fetch_image``: build ``target`` in ``_base``.
+
+    A target outside the image cache (Nova's LVM backend writes straight
+    into the volume) is left to Nova's own function.
+    """
+    cache = ImageCache(CONF, fetchers={SCHEME: NovaImageFetcher(context, trusted_certs)})
+    if os.path.abspath(target) != cache.entry_path(image_id):
+        libvirt_utils.fetch_image(context, target, image_id, trusted_certs)
+        return
+    meta = nova_images.get_info(context, image_id)
+    declared = meta.get("disk_format") if hasattr(meta, "get") else None
+    cached = cache.fetch(image_id, f"{SCHEME}:{image_id}", declared)
+    if cached.conversion is not None:
+        LOG.info("Image %s converted: %s", image_id, cached.conversion.to_dict())
