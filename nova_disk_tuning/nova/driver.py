@@ -1,7 +1,7 @@
 """``disk_tuning.LibvirtDriver``: Nova's libvirt driver, with the project's disks.
 
 A subclass of ``nova.virt.libvirt.driver.LibvirtDriver`` that overrides
-three seams and nothing else:
+four seams and nothing else:
 
 * ``_get_guest_config``: the one place every guest XML comes from (spawn,
   hard reboot, rescue, resize, live migration). The config Nova built is
@@ -9,7 +9,8 @@ three seams and nothing else:
 * ``_get_volume_config``: a volume attached to a running guest gets the same
   per-disk decisions, and an IOThread of that guest.
 * ``image_backend``: the project's preallocation, qcow2 overlays and image
-  conversion in place of Nova's (:mod:`.imagebackend`).
+  conversion in place of Nova's (:mod:`.imagebackend`);
+* ``_cleanup_lvm``: ``volume_clear = zero`` through the fast-zero chain.
 
 Everything else (scheduling, networking, migration, the whole life cycle) is
 Nova's, unchanged.
@@ -22,14 +23,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
+from nova import exception as nova_exception
 from nova.conf import CONF
+from nova.privsep import fs as nova_privsep_fs
 from nova.virt.libvirt import driver as nova_driver
+from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.nova import conf as nova_conf
 from nova_disk_tuning.nova import facts as nova_facts
-from nova_disk_tuning.nova import imagebackend, render
+from nova_disk_tuning.nova import imagebackend, privsep, render
 from nova_disk_tuning.nova.tune import describe, tune_config
 from nova_disk_tuning.storage import kernel
 from nova_disk_tuning.storage.probe import StorageProbe
@@ -118,6 +122,36 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
                 "Disk tuning failed; the guest keeps Nova's disk settings", instance=instance
             )
         return guest
+
+    # -- LVM disks of a deleted instance ----------------------------------------------
+
+    def _cleanup_lvm(self, instance: Any, block_device_info: Any) -> None:
+        """``volume_clear = zero`` with the fast-zero chain instead of ``shred -n0 -z``.
+
+        ``shred`` writes every byte; BLKZEROOUT / WRITE ZEROES let the device
+        zero in place. Other modes, and encrypted disks (which Nova removes
+        through dm-crypt first), stay Nova's.
+        """
+        if CONF.libvirt.volume_clear != "zero" or instance.get("ephemeral_key_uuid"):
+            super()._cleanup_lvm(instance, block_device_info)
+            return
+        errors = []
+        for path in self._lvm_disks(instance):
+            done = privsep.zero_volume(path, CONF.libvirt.volume_clear_size)
+            LOG.info(
+                "Wiped %d bytes of %s with %s in %.2f s",
+                done["bytes"],
+                path,
+                done["method"],
+                done["seconds"],
+                instance=instance,
+            )
+            try:
+                nova_privsep_fs.lvremove(path)
+            except processutils.ProcessExecutionError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise nova_exception.VolumesNotRemoved(reason=", ".join(errors))
 
     # -- volumes attached to a running guest -----------------------------------------
 

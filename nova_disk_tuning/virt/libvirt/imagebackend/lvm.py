@@ -19,8 +19,8 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.cache import CachedImage
+from nova_disk_tuning.storage.wipe import wipe_length, zero_volume
 from nova_disk_tuning.virt.libvirt.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.guest import GuestDisk
 from nova_disk_tuning.virt.libvirt.imagebackend.base import (
@@ -145,18 +145,17 @@ class Lvm(ImageBackend):
         if mode == "none":
             LOG.info("Not wiping %s: [libvirt] volume_clear=none", path)
             return "none"
-        size = self.probe.allocation(path).size
-        limit = self.conf.libvirt.volume_clear_size * MiB
-        length = min(limit, size) if limit else size
+        clear_size = self.conf.libvirt.volume_clear_size
         if mode == "shred":
+            length = wipe_length(self.probe.allocation(path).size, clear_size)
             argv = ["shred", "-n3", "-s", str(length), path]
             self._run("wipe", path, argv, "check that coreutils is installed")
             LOG.info("Wiped %d bytes of %s with shred -n3", length, path)
             return "shred"
-        result = self.zeroer.zero(path, 0, length)
+        result = zero_volume(path, clear_size, self.zeroer, self.probe)
         LOG.info(
             "Wiped %d bytes of %s with %s in %.2f s",
-            length,
+            result.bytes,
             path,
             result.method,
             result.seconds,
