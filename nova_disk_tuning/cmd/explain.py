@@ -20,9 +20,10 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
+from nova_disk_tuning.cmd.audit import measurer
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import measure
+from nova_disk_tuning.virt.libvirt import audit, measure
 from nova_disk_tuning.virt.libvirt.host import Host
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, format_version
 from nova_disk_tuning.virt.libvirt.tuning.policy import GuestTuning, tune_guest
@@ -36,13 +37,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Show the cache/io/discard/IOThread settings chosen for disks, and why.",
         description="Measure each --disk, decide its libvirt <driver> settings with the "
         "configured policy, and print every setting with its reason; or, given an instance "
-        "NAME, print the settings its disks got at spawn.",
+        "NAME, print the settings its disks got at spawn (for a domain not made here, such as "
+        "one Nova defined: what the policy decides for its disks, measured now).",
     )
     parser.add_argument(
         "name",
         nargs="?",
         metavar="NAME",
-        help="An instance made by `spawn`: show the tuning it got, instead of --disk.",
+        help="An instance made by `spawn` (the tuning it got), or a libvirt domain name or "
+        "UUID, e.g. one Nova defined (its disks measured now), instead of --disk.",
     )
     parser.add_argument(
         "--disk",
@@ -69,7 +72,12 @@ def explain_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     if args.name is not None:
         if args.disk:
             raise exception.InvalidConfig(reason="give an instance NAME or --disk, not both")
-        tuning, facts = common.compute_driver(conf).get_tuning(args.name)
+        try:
+            tuning, facts = common.compute_driver(conf).get_tuning(args.name)
+        except exception.InstanceNotFound:
+            # Not one of ours: a domain someone else defined (Nova's
+            # instance-0000002a, or its UUID), measured now.
+            tuning, facts = _domain_tuning(args.name, conf)
         render_explanation(tuning, facts, as_json=args.json)
         return 0
     if not args.disk:
@@ -88,6 +96,17 @@ def explain_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     tuning = tune_guest(facts, caps, conf, args.vcpus, extra_specs)
     render_explanation(tuning, facts, as_json=args.json)
     return 0
+
+
+def _domain_tuning(name: str, conf: cfg.ConfigOpts) -> tuple[GuestTuning, list[DiskFacts]]:
+    with Host(conf, read_only=True) as host:
+        xml = audit.domain_xml(host, name)
+        if xml is None:
+            raise exception.InvalidConfig(
+                reason=f"{name} is neither an instance made by spawn nor a domain (name or "
+                f"UUID) at {host.uri}; see `nova-disk-tuning list` and `virsh list --all`"
+            )
+        return audit.plan_xml(xml, host.caps(), conf, measurer(conf))
 
 
 # Rendering ---------------------------------------------------------------------

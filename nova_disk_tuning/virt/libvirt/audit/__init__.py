@@ -45,7 +45,8 @@ from nova_disk_tuning.virt.libvirt.audit.findings import (
 )
 from nova_disk_tuning.virt.libvirt.audit.guest import GuestAudit
 from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.policy import GuestTuning
 
 __all__ = [
     "SEVERITIES",
@@ -56,6 +57,7 @@ __all__ = [
     "audit_connection",
     "audit_files",
     "audit_xml",
+    "plan_xml",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -132,6 +134,34 @@ def audit_xml(
     xml: str | bytes, caps: HostCaps, conf: cfg.ConfigOpts, measure: Measure
 ) -> tuple[str, list[Finding]]:
     """Audit one domain XML; returns the domain's name and the findings."""
+    guest, root = _parse(xml)
+    return guest.name or "<unnamed>", GuestAudit(guest, root, caps, conf, measure).run()
+
+
+def plan_xml(
+    xml: str | bytes, caps: HostCaps, conf: cfg.ConfigOpts, measure: Measure
+) -> tuple[GuestTuning, list[DiskFacts]]:
+    """What the policy decides for a domain's disks (one Nova or anyone defined), measured now."""
+    guest, root = _parse(xml)
+    plan, facts, _problems = GuestAudit(guest, root, caps, conf, measure).plan()
+    return plan, facts
+
+
+def domain_xml(host: Host, name: str) -> str | None:
+    """The XML of the domain named ``name`` (or with that UUID), None if there is none."""
+    import libvirt
+
+    conn = host.get_connection()
+    for lookup in (conn.lookupByName, conn.lookupByUUIDString):
+        try:
+            xml: str = lookup(name).XMLDesc(0)
+            return xml
+        except libvirt.libvirtError:
+            continue
+    return None
+
+
+def _parse(xml: str | bytes) -> tuple[domxml.LibvirtConfigGuest, etree._Element]:
     data = xml.encode() if isinstance(xml, str) else xml
     try:
         root = etree.fromstring(data)
@@ -139,5 +169,4 @@ def audit_xml(
         raise exception.InvalidConfig(reason=f"not XML: {exc}") from None
     guest = domxml.LibvirtConfigGuest()
     guest.parse_dom(root)
-    name = guest.name or "<unnamed>"
-    return name, GuestAudit(guest, root, caps, conf, measure).run()
+    return guest, root

@@ -56,17 +56,27 @@ class GuestAudit:
             if (target := element.find("target")) is not None
         }
 
-    def run(self) -> list[Finding]:
-        sources = [_source(disk, index) for index, disk in enumerate(self.disks)]
+    def plan(self) -> tuple[GuestTuning, list[DiskFacts], dict[str, tuple[str, str]]]:
+        """What the policy decides for this domain's disks, measured now.
+
+        Returns the tuning, the facts (placeholders for disks that cannot be
+        measured) and, per such disk, (rule, why).
+        """
         facts: list[DiskFacts] = []
         problems: dict[str, tuple[str, str]] = {}
-        for source in sources:
+        for index, disk in enumerate(self.disks):
+            source = _source(disk, index)
             measured, problem = self._facts(source)
             facts.append(measured)
             if problem:
                 problems[source.name] = problem
         # Unmeasured disks take part too: the IOThread plan numbers all of them.
         plan = tune_guest(facts, self.caps, self.conf, self.guest.vcpus or 1)
+        return plan, facts, problems
+
+    def run(self) -> list[Finding]:
+        sources = [_source(disk, index) for index, disk in enumerate(self.disks)]
+        plan, facts, problems = self.plan()
         findings = self._guest_findings(plan)
         for disk, source, measured in zip(self.disks, sources, facts, strict=True):
             if source.name in problems:

@@ -1,0 +1,72 @@
+"""``explain NAME`` for a domain someone else defined (Nova: ``instance-0000002a``).
+
+The domain lives in libvirt's test driver, validated against the schema;
+its disks are real files, measured when explain runs. The decisions must be
+the ones ``explain --disk`` gives for the same files (one policy, one way
+of measuring).
+"""
+
+import json
+
+import pytest
+
+from nova_disk_tuning.cmd import main
+from tests.functional import test_audit
+from tests.functional.test_audit import URI, disk_xml, domain_xml
+
+# The test driver's domains and real disk files, as the audit tests make them.
+define, disks, host = test_audit.define, test_audit.disks, test_audit.host
+
+
+@pytest.fixture
+def explain(tmp_path, capsys, make_conf):
+    nova_conf = tmp_path / "nova.conf"
+    nova_conf.write_text(
+        f"[DEFAULT]\ninstances_path = {tmp_path}\n[libvirt]\nconnection_uri = {URI}\n"
+    )
+
+    def run(*argv: str):
+        rc = main.main(["--config-file", str(nova_conf), "explain", *argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
+
+
+@pytest.fixture
+def conf(make_conf):
+    return make_conf(libvirt={"connection_uri": URI})
+
+
+def test_a_novas_domain_is_explained_by_name_and_uuid(explain, define, disks, host):
+    both = disk_xml(disks["full"], "vda") + disk_xml(disks["sparse"], "vdb")
+    name = define(domain_xml("instance-0000002a", both, vcpus=2))
+    uuid = host.get_connection().lookupByName(name).UUIDString()
+    rc, out, err = explain(name, "--json")
+    assert rc == 0, err
+    by_name = json.loads(out)
+    rc, out, _ = explain(uuid, "--json")
+    assert rc == 0 and json.loads(out) == by_name
+    decided = {d["disk"]: d for d in by_name["disks"]}
+    # Measured: the preallocated file takes native AIO, the sparse one threads.
+    assert decided["vda"]["io"]["value"] == "native"
+    assert decided["vdb"]["io"]["value"] == "threads"
+    rc, out, _ = explain(
+        "--disk",
+        f"path={disks['full']},name=vda",
+        "--disk",
+        f"path={disks['sparse']},name=vdb",
+        "--vcpus",
+        "2",
+        "--json",
+    )
+    by_disk = {d["disk"]: d for d in json.loads(out)["disks"]}
+    for target in ("vda", "vdb"):
+        for setting in ("cache", "io", "discard"):
+            assert decided[target][setting] == by_disk[target][setting], (target, setting)
+
+
+def test_an_unknown_name_is_one_line(explain):
+    rc, _, err = explain("instance-00000bad")
+    assert rc == 1
+    assert err.strip().count("\n") == 0 and "instance-00000bad" in err and "virsh list" in err
