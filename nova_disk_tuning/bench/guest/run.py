@@ -5,8 +5,8 @@ libvirtd's directories, the data disks, the jobs disk, the consoles, the
 LVM loop device's backing file. The run removes it when it ends, also on
 Ctrl-C or SIGTERM; a run killed with SIGKILL leaves it, and the next run
 on the same path ends what still runs there (pid files), releases the loop
-device and removes it first. A lock file beside it keeps two runs on one
-path apart.
+device and removes it first. A lock (flock) on ``<path>`` keeps two runs on
+one path apart.
 
 Repetitions are interleaved (repetition 1 of every cell, then 2, ...) and
 the variants of a layout rotate each repetition, so a noisy neighbour or a
@@ -45,7 +45,6 @@ from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
 LOG = logging.getLogger(__name__)
 
 WORKDIR = "ndt-bench-guest"
-LOCK = ".ndt-bench-guest.lock"
 # Boot, power-off and making the disk, per boot, measured here with --quick.
 BOOT_OVERHEAD = 20.0
 
@@ -124,7 +123,9 @@ def estimate_seconds(settings: Settings, boots: int, layouts: int) -> float:
 def _workdir(path: Path) -> Iterator[Path]:
     """The run's own directory, after ending what a killed run left in it."""
     path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK, "w") as lock:
+    # The lock is on the directory itself: nothing is left beside the work directory.
+    lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,6 +142,8 @@ def _workdir(path: Path) -> Iterator[Path]:
             yield work
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    finally:
+        os.close(lock)
 
 
 @contextlib.contextmanager
