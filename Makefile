@@ -90,8 +90,14 @@ test: pep8 typecheck genconfig-check unit functional e2e nova-tests releasenotes
 demo: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work
 
+# The host-side experiments, then fio inside guests (root; hours with the defaults:
+# size it with e.g. GUEST_BENCH_ARGS="--runtime 10 --repeat 3 --layouts raw-prealloc").
+GUEST_BENCH_ARGS ?=
+
 bench: $(STAMP_PY)
+	tools/install-debs --bindep $(BINDEP) --profile bench
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --path $(CURDIR)/bench-work --output bench-results
+	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench guest --path $(CURDIR)/bench-work --output bench-results/guest $(GUEST_BENCH_ARGS)
 
 bench-quick: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --quick --path $(CURDIR)/bench-work --output bench-results

@@ -16,6 +16,7 @@ from here too.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nova_disk_tuning.bench.charts import NO_CHARTS, chart_name, write_charts
@@ -58,14 +59,28 @@ __all__ = [
 ]
 
 
-def write_all(bench: BenchRun, outdir: str) -> dict[str, Any]:
-    """results.json, report.md and the charts in ``outdir``; returns the JSON document."""
+def write_all(
+    bench: BenchRun,
+    outdir: str,
+    extra: Mapping[str, Any] | None = None,
+    extra_markdown: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any]:
+    """results.json, report.md and the charts in ``outdir``; returns the JSON document.
+
+    ``extra`` adds keys of an experiment's own to the document (``bench guest``:
+    its per-cell ``results``); ``extra_markdown`` renders a section of report.md
+    from the document, after the common part.
+    """
     os.makedirs(outdir, exist_ok=True)
     charts = write_charts(summarize(bench.results), outdir)
     data = to_json(bench, charts)
     if charts is None:
         data["notes"].append(NO_CHARTS)
+    data.update(extra or {})
     write_json(data, os.path.join(outdir, "results.json"))
+    text = markdown(data)
+    if extra_markdown is not None:
+        text += "\n" + extra_markdown(data)
     with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as handle:
-        handle.write(markdown(data))
+        handle.write(text)
     return data

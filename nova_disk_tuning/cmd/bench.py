@@ -2,7 +2,8 @@
 
 Runs the experiments side by side (interleaved repetitions), prints a table
 per experiment and writes results.json, report.md and one PNG chart per
-experiment into ``--output``.
+experiment into ``--output``. ``bench guest`` (:mod:`.bench_guest`) measures
+inside a guest instead.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from oslo_config import cfg
 
 from nova_disk_tuning.bench import harness, report
-from nova_disk_tuning.cmd import common
+from nova_disk_tuning.cmd import bench_guest, common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{harness.QUICK_REPEAT} with --quick).",
     )
     parser.set_defaults(func=handler)
+    # `bench guest`: its own options; plain `bench` runs the host-side experiments.
+    experiments = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")
+    bench_guest.register(experiments)
 
 
 def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:

@@ -2,9 +2,9 @@
 
 Session fixtures:
 
-``guest_kit`` -> :class:`tests.e2e.guest.GuestKit`
-    kernel + initramfs (see the guest contract in ``tests/e2e/guest.py``).
-``libvirtd`` -> :class:`tests.e2e.libvirtd.PrivateLibvirtd`
+``guest_kit`` -> :class:`nova_disk_tuning.bench.guest.kit.GuestKit`
+    kernel + initramfs (the guest contract: ``nova_disk_tuning.bench.guest.console``).
+``libvirtd`` -> :class:`nova_disk_tuning.bench.guest.daemon.PrivateLibvirtd`
     ``.uri`` for ``[libvirt] connection_uri``, ``.open()`` for a connection,
     ``.qemu_log(name)``, ``.qemu_pidfile(name)``, ``.diagnostics()``.
 
@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import domains, guest
-from tests.e2e.libvirtd import LibvirtdError, PrivateLibvirtd, private_libvirtd
+from nova_disk_tuning.bench.guest import console, domains, kit
+from nova_disk_tuning.bench.guest.daemon import PrivateLibvirtd, private_libvirtd
+from nova_disk_tuning.bench.guest.errors import GuestKitError, LibvirtdError
 
 E2E_DIR = Path(__file__).parent
 NOT_ROOT = "e2e tests need root: a private libvirtd runs QEMU as root on loop/file disks"
@@ -46,12 +47,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def guest_kit() -> guest.GuestKit:
+def guest_kit() -> kit.GuestKit:
     if os.geteuid() != 0:
         pytest.skip(NOT_ROOT)
     try:
-        return guest.build_guest_kit()
-    except guest.GuestKitError as exc:
+        return kit.build_guest_kit()
+    except GuestKitError as exc:
         pytest.fail(f"cannot build the e2e guest kit: {exc}", pytrace=False)
 
 
@@ -99,7 +100,7 @@ class GuestRun:
     name: str
     argv: list[str]
     console: str
-    report: guest.GuestReport
+    report: console.GuestReport
     boot_seconds: float
 
 
@@ -131,7 +132,7 @@ def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Iterator[Callable
         )
         elapsed = time.monotonic() - t0
         text = console_log.read_text(errors="replace") if console_log.exists() else ""
-        return GuestRun(name, argv, text, guest.parse_console(text), elapsed)
+        return GuestRun(name, argv, text, console.parse_console(text), elapsed)
 
     yield run
     for dom in started:

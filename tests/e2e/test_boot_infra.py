@@ -9,13 +9,14 @@ import subprocess
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from tests.e2e import domains, guest
+from nova_disk_tuning.bench.guest import console as guest
+from nova_disk_tuning.bench.guest import domains, kit
 
 MIB = 1024 * 1024
 
 
 def _domain_xml(
-    name: str, kit: guest.GuestKit, cmdline: str, console: Path, disks: str, iothreads: int = 0
+    name: str, kit: kit.GuestKit, cmdline: str, console: Path, disks: str, iothreads: int = 0
 ) -> str:
     iothreads_xml = f"<iothreads>{iothreads}</iothreads>" if iothreads else ""
     return f"""

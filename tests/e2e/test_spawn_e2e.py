@@ -39,10 +39,11 @@ import pytest
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
+from nova_disk_tuning.bench.guest import console as guest
+from nova_disk_tuning.bench.guest import domains, kit
 from nova_disk_tuning.images.sample import build_sample_image as build_image
 from nova_disk_tuning.virt.libvirt.driver import LibvirtDriver
 from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance
-from tests.e2e import domains, guest
 
 MiB = 1 << 20
 BOOT_TIMEOUT = 240.0
@@ -81,7 +82,7 @@ def make_conf(tmp_path: Path, uri: str, **groups: dict[str, Any]) -> Any:
     return ndt_conf.new_conf(overrides=overrides)
 
 
-def image_meta(image: str, kit: guest.GuestKit, disks: list[str], sums=()) -> ImageMeta:
+def image_meta(image: str, kit: kit.GuestKit, disks: list[str], sums=()) -> ImageMeta:
     return ImageMeta(
         id="e2e-image",
         source=image,

@@ -46,10 +46,9 @@ __all__ = [
     "tune_guest",
 ]
 
-# Proxmox VE switched these away from io_uring after guest hangs (its storage
-# plugins: LVM, CIFS; krbd only with a buffered cache).
-IO_URING_DENYLIST = frozenset({"lvm", "cifs"})
-IO_URING_DENYLIST_UNLESS_DIRECT = frozenset({"krbd"})
+# The storage io_uring hung guests on: the rule is safety's, named here too.
+IO_URING_DENYLIST = safety.IO_URING_DENYLIST
+IO_URING_DENYLIST_UNLESS_DIRECT = safety.IO_URING_DENYLIST_UNLESS_DIRECT
 
 
 def parse_cachemodes(entries: Iterable[str]) -> dict[str, str]:
@@ -274,12 +273,7 @@ def _forced_native(disk: DiskFacts, cache: str, source: str) -> Decision:
 def _io_uring_denied(disk: DiskFacts, host: HostCaps, cache: str) -> str:
     if not host.io_uring:
         return host.io_uring_missing()
-    kind = (disk.storage_kind or "").lower()
-    if kind in IO_URING_DENYLIST:
-        return f"{kind} storage: guest hangs seen with io_uring"
-    if kind in IO_URING_DENYLIST_UNLESS_DIRECT and not safety.is_direct(cache):
-        return f"{kind} with non-direct cache {cache}: guest hangs seen with io_uring"
-    return ""
+    return safety.io_uring_on_denied_storage("io_uring", cache, disk) or ""
 
 
 def _allocation(disk: DiskFacts) -> str:

@@ -17,6 +17,10 @@ from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
 DIRECT_CACHES = frozenset({"none", "directsync"})
 # QEMU's default when <driver> has no cache attribute.
 QEMU_DEFAULT_CACHE = "writeback"
+# Proxmox VE switched these away from io_uring after guest hangs (its storage
+# plugins: LVM, CIFS; krbd only with a buffered cache).
+IO_URING_DENYLIST = frozenset({"lvm", "cifs"})
+IO_URING_DENYLIST_UNLESS_DIRECT = frozenset({"krbd"})
 
 
 def is_direct(cache: str | None) -> bool:
@@ -58,6 +62,20 @@ def native_on_sparse_file(io: str | None, facts: DiskFacts) -> str | None:
         f"io=native on {facts.path}, which is not fully allocated{_amounts(facts)}: "
         "writes that allocate block QEMU's thread on file system metadata updates"
     )
+
+
+def io_uring_on_denied_storage(io: str | None, cache: str | None, facts: DiskFacts) -> str | None:
+    """io_uring on storage where it hung guests (Proxmox VE's experience)."""
+    if io != "io_uring":
+        return None
+    kind = (facts.storage_kind or "").lower()
+    if kind in IO_URING_DENYLIST:
+        return f"{kind} storage: guest hangs seen with io_uring"
+    if kind in IO_URING_DENYLIST_UNLESS_DIRECT and not is_direct(cache):
+        return (
+            f"{kind} with non-direct cache {effective_cache(cache)}: guest hangs seen with io_uring"
+        )
+    return None
 
 
 def trim_unpreallocates(

@@ -1,26 +1,26 @@
-"""A private libvirtd (QEMU driver) and virtlogd for end-to-end tests, run as root.
+"""A private libvirtd (QEMU driver) and virtlogd, run as root, for the in-guest bench and e2e.
 
 libvirtd running as root ignores ``XDG_*`` and uses compiled-in paths:
-``/etc/libvirt`` (configuration), ``/run/libvirt`` (sockets, pid files, QEMU runtime
-state), ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``. Only the
-libvirtd.conf path can be changed (``--config``); qemu.conf cannot. So the daemons run
-in a private mount namespace (``unshare --mount``) where each of those directories is
-a bind mount of a directory under a fresh temporary base (the capabilities cache
-excepted: see ``DEFAULT_CAPS_CACHE``). Their pid files, which default to ``/run``
-itself, are moved into the private run directory. Nothing the daemons or their QEMU
-processes write lands in a system-wide path (missing mount points are created empty,
-where the libvirt-daemon package would have them), a system libvirtd (if any) is
-neither seen nor disturbed, and two test sessions can each run their own daemon.
-libvirtd runs with ``--timeout 60`` while the fixture holds a connection, so a daemon
-orphaned by a killed test process exits by itself once idle.
-The test process reaches the daemon through the socket under the base directory:
+``/etc/libvirt``, ``/run/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
+``/var/cache/libvirt``; only libvirtd.conf can be moved (``--config``), qemu.conf
+cannot. So the daemons run in a private mount namespace (``unshare --mount``) where
+each of those directories is a bind mount of a directory under a base directory the
+caller chooses (the capabilities cache excepted: see ``DEFAULT_CAPS_CACHE``). Their
+pid files are moved into the private run directory. Nothing the daemons or their
+QEMU processes write lands in a system-wide path (missing mount points are created
+empty, where the libvirt-daemon package would have them), a system libvirtd is
+neither seen nor disturbed, and several private daemons can run at once.
+libvirtd runs with ``--timeout 60`` while its owner holds a connection, so a daemon
+orphaned by a killed owner exits by itself once idle; the pid files let the next
+owner end it sooner (:func:`~nova_disk_tuning.bench.guest.procs.reap_pidfiles`).
+Clients reach the daemon through the socket under the base directory:
 ``qemu+unix:///system?socket=<base>/run/libvirt-sock``.
 
 Only the QEMU connection driver is loaded (``LIBVIRT_DRIVER_DIR`` points at a
 directory holding just that module), so the network, nwfilter, LXC, ... drivers
 cannot start dnsmasq or touch the firewall.
 
-Layout under the base directory (paths as the daemons see them in brackets)::
+Under the base directory (paths as the daemons see them in brackets)::
 
     etc/    [/etc/libvirt]      libvirtd.conf, qemu.conf, virtlogd.conf
     run/    [/run/libvirt]      libvirt-sock, libvirtd.pid, virtlogd.pid, qemu/<domain>.pid
@@ -28,15 +28,13 @@ Layout under the base directory (paths as the daemons see them in brackets)::
     log/    [/var/log/libvirt]  libvirtd.log, virtlogd.log, qemu/<domain>.log
     (DEFAULT_CAPS_CACHE, or cache/)  [/var/cache/libvirt]  QEMU capabilities
     daemons.log                 stdout/stderr of the namespace's processes
+    supervisor.pid              the namespace's first process
 """
 
 from __future__ import annotations
 
 import contextlib
-import grp
-import logging
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -46,22 +44,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oslo_log import log as logging
+
+from nova_disk_tuning.bench.guest.errors import LibvirtdError
+from nova_disk_tuning.bench.guest.prerequisites import (
+    ensure_qemu_identities,
+    qemu_driver_module,
+    require_binaries,
+    tail,
+)
+from nova_disk_tuning.bench.guest.procs import kill_and_wait, live_group_members, pid_from
+
 if TYPE_CHECKING:
     import libvirt
 
 LOG = logging.getLogger(__name__)
 
-# Shared by test daemons only (see PrivateLibvirtd.cache); never the system's cache.
-DEFAULT_CAPS_CACHE = Path("/var/cache/nova-disk-tuning-tests/libvirt-cache")
+# Shared by private daemons only (see PrivateLibvirtd.cache); never the system's cache.
+DEFAULT_CAPS_CACHE = Path("/var/cache/nova-disk-tuning/libvirt-cache")
+# sun_path of a unix socket holds 108 bytes, the terminating NUL included.
+MAX_SOCKET_PATH = 107
 
-DRIVER_DIRS = (
-    "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver",
-    "/usr/lib64/libvirt/connection-driver",
-    "/usr/lib/libvirt/connection-driver",
-)
 
 LIBVIRTD_CONF = """\
-# Private test daemon: local unix sockets only, no authentication.
+# A private daemon: local unix sockets only, no authentication.
 listen_tls = 0
 listen_tcp = 0
 unix_sock_rw_perms = "0700"
@@ -73,7 +79,7 @@ log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 """
 
 QEMU_CONF = """\
-# QEMU runs as root with no relabelling: the tests own every image they hand it.
+# QEMU runs as root with no relabelling: the owner made every image it hands over.
 user = "root"
 group = "root"
 dynamic_ownership = 0
@@ -98,7 +104,7 @@ for mount in "$@"; do
     mount --bind "${mount#*=}" "${mount%%=*}"
 done
 # Both daemons default to pid files directly in /run (/run/virtlogd.pid,
-# /run/libvirtd.pid), outside the private mounts: a second test daemon would find
+# /run/libvirtd.pid), outside the private mounts: a second private daemon would find
 # the first one's locked. Keep them in the private run dir.
 virtlogd --pid-file /run/libvirt/virtlogd.pid &
 logd=$!
@@ -111,99 +117,13 @@ done
 # libvirtd in the foreground: when it dies the supervisor exits too, so a failed
 # start shows up as an exited process rather than a socket that never appears.
 status=0
-# --timeout: should the test process die without stopping us (SIGKILL), its
-# connections close and libvirtd exits once idle with no domain running, taking
-# virtlogd with it, instead of lingering. A live test session holds a connection.
+# --timeout: should the owner die without stopping us (SIGKILL), its connections
+# close and libvirtd exits once idle with no domain running, taking virtlogd with
+# it, instead of lingering. A live owner holds a connection.
 libvirtd --timeout 60 --pid-file /run/libvirt/libvirtd.pid || status=$?
 kill "$logd" 2>/dev/null || true
 exit "$status"
 """
-
-
-class LibvirtdError(RuntimeError):
-    """The private libvirtd could not be started or used."""
-
-
-def ensure_qemu_identities() -> None:
-    """Create user libvirt-qemu and groups libvirt-qemu and kvm if missing.
-
-    Debian's libvirtd 9.0 resolves its compiled-in QEMU user and group (both
-    ``libvirt-qemu``) while initialising the QEMU driver, before it reads
-    ``user``/``group`` from qemu.conf, and fails the driver if either is missing
-    ("Failed to parse group 'libvirt-qemu'"). The package's postinst normally creates
-    them, with ``kvm`` as a supplementary group.
-    """
-    for group in ("kvm", "libvirt-qemu"):
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            LOG.warning("creating system group %r (libvirtd's QEMU driver requires it)", group)
-            _create_identity(["groupadd", "--system", group])
-            grp.getgrnam(group)
-    try:
-        pwd.getpwnam("libvirt-qemu")
-    except KeyError:
-        LOG.warning("creating system user 'libvirt-qemu' (libvirtd's QEMU driver requires it)")
-        _create_identity(
-            ["useradd", "--system", "--gid", "libvirt-qemu", "--groups", "kvm",
-             "--no-create-home", "--home-dir", "/var/lib/libvirt",
-             "--shell", "/usr/sbin/nologin", "libvirt-qemu"]
-        )  # fmt: skip
-        pwd.getpwnam("libvirt-qemu")
-
-
-def _create_identity(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    # Exit code 9 means "already exists": another test session was faster.
-    if proc.returncode not in (0, 9):
-        raise LibvirtdError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
-
-
-def _require_binaries() -> None:
-    missing = [b for b in ("libvirtd", "virtlogd", "unshare", "mount", "qemu-system-x86_64")
-               if shutil.which(b) is None]  # fmt: skip
-    if missing:
-        raise LibvirtdError(
-            "missing for the e2e tests: " + ", ".join(missing) + ". Install the Debian "
-            "packages in bindep.txt (libvirt-daemon libvirt-daemon-driver-qemu "
-            "qemu-system-x86 util-linux)."
-        )
-
-
-def _qemu_driver_module() -> Path:
-    for d in DRIVER_DIRS:
-        candidate = Path(d) / "libvirt_driver_qemu.so"
-        if candidate.exists():
-            return candidate
-    raise LibvirtdError(
-        "libvirt's QEMU driver module (libvirt_driver_qemu.so) is not installed: "
-        "apt-get install libvirt-daemon-driver-qemu"
-    )
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Pids in process group ``pgid`` that are not zombies."""
-    live = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After "comm)": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(int(entry))
-    return live
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"({path}: not readable)"
-    return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
 class PrivateLibvirtd:
@@ -217,7 +137,7 @@ class PrivateLibvirtd:
         self.log = base / "log"
         # QEMU capabilities probing costs several seconds per fresh daemon; libvirt
         # validates its cache (QEMU and libvirtd binaries, kernel, KVM) and writes it by
-        # rename, so test daemons can share one. None keeps it private too.
+        # rename, so private daemons can share one. None keeps it private too.
         self.cache = capabilities_cache or base / "cache"
         self.drivers = base / "drivers"
         self.socket = self.run / "libvirt-sock"
@@ -229,7 +149,12 @@ class PrivateLibvirtd:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = 90.0) -> None:
-        _require_binaries()
+        if len(str(self.socket)) > MAX_SOCKET_PATH:
+            raise LibvirtdError(
+                f"the socket path {self.socket} is longer than a unix socket allows "
+                f"({MAX_SOCKET_PATH} bytes): use a shorter work directory"
+            )
+        require_binaries()
         ensure_qemu_identities()
         for d in (self.etc, self.run, self.lib, self.log, self.drivers):
             d.mkdir(parents=True)
@@ -237,7 +162,7 @@ class PrivateLibvirtd:
         (self.etc / "libvirtd.conf").write_text(LIBVIRTD_CONF)
         (self.etc / "qemu.conf").write_text(QEMU_CONF)
         (self.etc / "virtlogd.conf").write_text(VIRTLOGD_CONF)
-        (self.drivers / "libvirt_driver_qemu.so").symlink_to(_qemu_driver_module())
+        (self.drivers / "libvirt_driver_qemu.so").symlink_to(qemu_driver_module())
         for target in self._mounts():
             # Bind mounts need an existing mount point. These are the directories the
             # libvirt-daemon package itself owns; creating an empty one changes nothing
@@ -261,6 +186,7 @@ class PrivateLibvirtd:
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True,
             )  # fmt: skip
+        (self.base / "supervisor.pid").write_text(f"{self._proc.pid}\n")
         self._wait_ready(timeout)
 
     def _mounts(self) -> dict[str, Path]:
@@ -352,16 +278,14 @@ class PrivateLibvirtd:
     def _kill_leftover_qemu(self) -> None:
         # QEMU runs in a session of its own, outside the daemons' process group; the
         # pid files in our private run dir name exactly the QEMUs this daemon started.
-        for pidfile in (self.run / "qemu").glob("*.pid"):
-            try:
-                pid = int(pidfile.read_text().strip())
-                exe = os.readlink(f"/proc/{pid}/exe")
-            except (OSError, ValueError):
-                continue
-            if "qemu" in os.path.basename(exe):
-                LOG.warning("killing leftover QEMU pid %d (%s)", pid, pidfile.name)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        pids = [
+            pid
+            for pidfile in (self.run / "qemu").glob("*.pid")
+            if (pid := pid_from(pidfile, ("qemu-system",))) is not None
+        ]
+        if pids:
+            LOG.warning("killing leftover QEMU pid(s) %s", pids)
+            kill_and_wait(pids, signal.SIGKILL)
 
     def _stop_group(self) -> None:
         assert self._proc is not None
@@ -376,9 +300,9 @@ class PrivateLibvirtd:
         # nothing of the group is still running before the base dir goes. Zombies
         # (reparented, waiting for init to reap them) no longer matter.
         deadline = time.monotonic() + 20
-        while _live_group_members(pgid) and time.monotonic() < deadline:
+        while live_group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _live_group_members(pgid):
+        if live_group_members(pgid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
 
@@ -400,7 +324,7 @@ class PrivateLibvirtd:
     def diagnostics(self, lines: int = 40) -> str:
         """Tails of the daemon logs, for error messages."""
         return "\n".join(
-            _tail(p, lines)
+            tail(p, lines)
             for p in (self.base / "daemons.log", self.log / "libvirtd.log",
                       self.log / "virtlogd.log")
         )  # fmt: skip

@@ -1,13 +1,14 @@
-"""Helpers for e2e tests: QEMU's command line, domain state, image contents.
+"""Helpers around a running guest: QEMU's command line, domain state, image contents.
 
 - :func:`qemu_cmdline` reads the argv of the QEMU process that runs a domain;
   :func:`qemu_cmdline_from_log` recovers it from the domain's QEMU log after the guest
   has gone (libvirt writes the command line there before it starts QEMU).
 - :func:`blockdev_nodes`, :func:`device_args` and :func:`disk_by_source` parse the
   ``-blockdev`` / ``-device`` JSON arguments into what the tests check: per node name
-  the ``aio`` mode and ``cache.direct``, per disk the IOThread it is bound to.
-- :func:`wait_for_shutoff` waits for a guest to power off and, on timeout, fails with
-  the tail of its serial console.
+  the ``aio`` mode and ``cache.direct``, per disk the IOThread it is bound to
+  (what the e2e tests check, and what the bench records of each run).
+- :func:`wait_for_shutoff` waits for a guest to power off and, on timeout, destroys it
+  and raises :class:`GuestRunError` with the tail of its serial console.
 - :func:`read_image` reads bytes back from a raw/qcow2 image or a block device with
   ``qemu-img dd`` (or ``qemu-io`` for unaligned ranges).
 """
@@ -26,6 +27,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+from nova_disk_tuning.bench.guest.errors import GuestRunError
 
 # --------------------------------------------------------------------------- argv
 
@@ -52,7 +55,7 @@ def qemu_cmdline(conn_or_domain: Any) -> list[str]:
     else:
         running = conn_or_domain.listAllDomains(1)  # VIR_CONNECT_LIST_DOMAINS_ACTIVE
         if len(running) != 1:
-            raise AssertionError(
+            raise GuestRunError(
                 f"qemu_cmdline(conn) needs exactly one running domain, found "
                 f"{[d.name() for d in running]}"
             )
@@ -70,7 +73,7 @@ def qemu_cmdline(conn_or_domain: Any) -> list[str]:
         for i, arg in enumerate(argv[:-1]):
             if arg == "-uuid" and argv[i + 1].lower() == uuid.lower():
                 return argv
-    raise AssertionError(f"no QEMU process runs domain {domain.name()} (uuid {uuid})")
+    raise GuestRunError(f"no QEMU process runs domain {domain.name()} (uuid {uuid})")
 
 
 def qemu_cmdline_from_log(log_path: str | os.PathLike[str]) -> list[str]:
@@ -83,7 +86,7 @@ def qemu_cmdline_from_log(log_path: str | os.PathLike[str]) -> list[str]:
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if re.search(r"\S*qemu-system-\S+ \\$", line)]
     if not starts:
-        raise AssertionError(f"{log_path} records no QEMU command line")
+        raise GuestRunError(f"{log_path} records no QEMU command line")
     start = starts[-1]
     chunk = []
     for line in lines[start:]:
@@ -162,7 +165,8 @@ def _parse_keyvals(value: str) -> dict[str, Any]:
 
 def _parse_arg(value: str) -> dict[str, Any]:
     if value.startswith("{"):
-        return json.loads(value)
+        parsed: dict[str, Any] = json.loads(value)
+        return parsed
     return _parse_keyvals(value)
 
 
@@ -238,7 +242,7 @@ def disk_by_source(argv: list[str], source: str | os.PathLike[str]) -> DiskArgs:
     nodes = blockdev_nodes(argv)
     storage = [n for n in nodes.values() if n.filename == source]
     if len(storage) != 1:
-        raise AssertionError(
+        raise GuestRunError(
             f"expected one -blockdev for {source}, found {len(storage)}: "
             f"{[n.raw for n in nodes.values()]}"
         )
@@ -259,11 +263,13 @@ def console_log_path(domain: Any) -> Path | None:
         for chardev in root.findall(f"./devices/{tag}"):
             if chardev.get("type") == "file":
                 src = chardev.find("source")
-                if src is not None and src.get("path"):
-                    return Path(src.get("path"))
+                path = src.get("path") if src is not None else None
+                if path:
+                    return Path(path)
             log = chardev.find("log")
-            if log is not None and log.get("file"):
-                return Path(log.get("file"))
+            logfile = log.get("file") if log is not None else None
+            if logfile:
+                return Path(logfile)
     return None
 
 
@@ -314,7 +320,7 @@ def wait_for_shutoff(
         domain.destroy()
     except libvirt.libvirtError:
         pass
-    raise AssertionError(
+    raise GuestRunError(
         f"domain {domain.name()} did not shut off within {timeout:.0f} s (state {state})\n"
         f"{tail(console_log)}" + (f"\n{tail(qemu_log, 20)}" if qemu_log else "")
     )
@@ -353,11 +359,11 @@ def _read_with_dd(path: str, fmt: str, offset: int, length: int, block: int) -> 
             capture_output=True, text=True, check=False, timeout=300,
         )  # fmt: skip
         if proc.returncode != 0:
-            raise AssertionError(f"qemu-img dd of {path} failed: {proc.stderr.strip()}")
+            raise GuestRunError(f"qemu-img dd of {path} failed: {proc.stderr.strip()}")
         with open(out, "rb") as f:
             data = f.read(length)
     if len(data) != length:
-        raise AssertionError(f"qemu-img dd returned {len(data)} bytes of {length} from {path}")
+        raise GuestRunError(f"qemu-img dd returned {len(data)} bytes of {length} from {path}")
     return data
 
 
@@ -370,10 +376,10 @@ def _read_with_qemu_io(path: str, fmt: str, offset: int, length: int) -> bytes:
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     if proc.returncode != 0 or "read failed" in proc.stdout:
-        raise AssertionError(f"qemu-io read of {path} failed: {proc.stdout}{proc.stderr}")
+        raise GuestRunError(f"qemu-io read of {path} failed: {proc.stdout}{proc.stderr}")
     data = bytearray()
     for m in _HEXDUMP.finditer(proc.stdout):
         data.extend(bytes.fromhex(m.group(1).replace(" ", "")))
     if len(data) != length:
-        raise AssertionError(f"qemu-io returned {len(data)} bytes of {length} from {path}")
+        raise GuestRunError(f"qemu-io returned {len(data)} bytes of {length} from {path}")
     return bytes(data)

@@ -1,0 +1,27 @@
+"""The errors of the in-guest benchmark, each a one-line message that says what to do."""
+
+from __future__ import annotations
+
+from nova_disk_tuning import exception
+
+
+class GuestBenchError(exception.NovaDiskTuningException):
+    msg_fmt = "bench guest: %(reason)s"
+
+
+class LibvirtdError(GuestBenchError):
+    """The private libvirtd could not be started or used."""
+
+    msg_fmt = "private libvirtd: %(reason)s"
+
+
+class GuestKitError(GuestBenchError):
+    """The guest kit could not be built; the message says which step and why."""
+
+    msg_fmt = "guest kit: %(reason)s"
+
+
+class GuestRunError(GuestBenchError):
+    """A guest did not boot, did not finish, or fio failed in it."""
+
+    msg_fmt = "guest run: %(reason)s"

@@ -1,0 +1,136 @@
+"""bench guest: which cells are measured, legal and safe (the rules are safety.py's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nova_disk_tuning.bench.guest import matrix
+from nova_disk_tuning.virt.libvirt.tuning import safety
+from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
+from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
+
+HOST = HostCaps((9, 0, 0), (7, 2, 0), True)
+GiB = 1 << 30
+LAYOUT = {layout.name: layout for layout in matrix.LAYOUTS}
+
+
+def _facts(allocated: int = GiB, direct_io: bool = True, **kwargs) -> DiskFacts:
+    kwargs.setdefault("source_type", "file")
+    kwargs.setdefault("path", "/x/disk.eph0")
+    return DiskFacts(
+        name="vda", size=GiB, allocated=allocated, direct_io=direct_io, preallocated=True, **kwargs
+    )
+
+
+def _pick(conf, facts: DiskFacts, vcpus: int = 2) -> matrix.Variant:
+    tuning = tune_guest([facts], HOST, conf, vcpus)
+    return matrix.pick_variant(tuning.disk("vda"), tuning.iothreads.thread_count, facts)
+
+
+def _by_name(variants):
+    return {v.name: v for v in variants}
+
+
+def test_full_matrix_of_a_preallocated_raw_disk(conf):
+    facts = _facts()
+    pick = _pick(conf, facts)
+    assert pick.cell == matrix.Cell("none", "native", True) and pick.queues == 2
+    variants, notes = matrix.variants(LAYOUT["raw-prealloc"], facts, pick, vcpus=2)
+    names = [v.name for v in variants]
+    assert names[:3] == ["defaults", "nova", "pick"]
+    # Cells QEMU runs like a named variant are measured once, under the name.
+    assert "writeback+threads" not in names  # = defaults
+    assert "none+native" not in names  # = nova (cache none, io native: space)
+    assert "none+native+iot" not in names  # = pick
+    # native needs an O_DIRECT cache: QEMU refuses the rest, and the note says so.
+    assert "writeback+native" not in names and "writethrough+native+iot" not in names
+    assert notes == [
+        "raw-prealloc: not measured, QEMU refuses them: writeback+native, writethrough+native, "
+        "writeback+native+iot, writethrough+native+iot"
+    ]
+    # 4 caches x 3 io x 2 IOThread = 24; 4 refused, 3 the same as a named variant.
+    assert len(variants) == 24 - 4 - 3 + 3
+    assert all(v.safe for v in variants)
+    cells = _by_name(variants)
+    assert cells["directsync+io_uring+iot"].domain_iothreads == 1
+    assert cells["directsync+io_uring+iot"].queues == 2
+    assert cells["none+threads"].domain_iothreads == 0
+
+
+def test_named_variants_render_what_nova_and_libvirt_would():
+    facts = _facts()
+    defaults = matrix.defaults_variant()
+    assert defaults.cell == matrix.Cell(None, None, False) and defaults.domain_iothreads == 0
+    assert defaults.queues is None
+    nova = matrix.nova_variant(LAYOUT["raw-prealloc"], facts)
+    assert nova.cell == matrix.Cell("none", "native", False) and nova.domain_iothreads == 1
+    # Nova sets native from preallocate_images=space only; LVM: thick volumes.
+    assert matrix.nova_variant(LAYOUT["raw-sparse"], facts).cell.io is None
+    assert matrix.nova_variant(LAYOUT["qcow2-overlay-performance"], facts).cell.io is None
+    assert matrix.nova_variant(LAYOUT["qcow2-overlay-space"], facts).cell.io == "native"
+    assert matrix.nova_variant(LAYOUT["lvm"], facts).cell.io == "native"
+
+
+def test_sparse_disk_native_is_measured_but_flagged_unsafe(conf):
+    facts = _facts(allocated=0)
+    pick = _pick(conf, facts)
+    assert pick.cell.io == "threads" and pick.safe
+    variants, _ = matrix.variants(LAYOUT["raw-sparse"], facts, pick, vcpus=2)
+    cells = _by_name(variants)
+    assert not cells["none+native"].safe
+    assert "not fully allocated" in cells["none+native"].why
+    assert cells["none+io_uring"].safe
+    # Nova sets no io on a sparse layout, so its cell is none+threads, measured as "nova".
+    assert "none+threads" not in cells and cells["nova"].safe
+
+
+def test_no_o_direct_makes_direct_caches_illegal(conf):
+    facts = _facts(direct_io=False)
+    variants, notes = matrix.variants(
+        LAYOUT["raw-prealloc"], facts, _pick(conf, facts), vcpus=2, wanted=("*+*",)
+    )
+    assert {v.cell.cache for v in variants} == {"writeback", "writethrough"}
+    assert "none+threads" in notes[0] and "directsync+io_uring+iot" in notes[0]
+
+
+def test_legality_is_asked_of_safety(conf, monkeypatch):
+    facts = _facts()
+    calls = []
+
+    def refuse_io_uring(io, cache):
+        calls.append((io, cache))
+        return "refused" if io == "io_uring" else None
+
+    monkeypatch.setattr(safety, "native_without_direct_cache", refuse_io_uring)
+    variants, notes = matrix.variants(LAYOUT["raw-prealloc"], facts, _pick(conf, facts), 2)
+    assert calls and not any(v.cell.io == "io_uring" for v in variants)
+    assert "none+io_uring" in notes[0]
+
+
+def test_io_uring_on_lvm_is_unsafe_and_io_uring_can_be_left_out(conf):
+    facts = _facts(source_type="block", path="/dev/vg/lv", storage_kind="lvm")
+    variants, _ = matrix.variants(LAYOUT["lvm"], facts, _pick(conf, facts), 2)
+    assert not _by_name(variants)["none+io_uring"].safe
+    variants, notes = matrix.variants(LAYOUT["lvm"], facts, _pick(conf, facts), 2, io_uring=False)
+    assert not any(v.cell.io == "io_uring" for v in variants)
+    assert "io_uring cells not measured" in notes[-1]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "names"),
+    [
+        (matrix.QUICK_VARIANTS, ["defaults", "pick"]),
+        (("nova", "none+io_uring*"), ["nova", "none+io_uring", "none+io_uring+iot"]),
+        (("pick", "none+native+iot"), ["pick"]),  # the same cell: measured as pick
+    ],
+)
+def test_selection_by_name_and_pattern(conf, wanted, names):
+    facts = _facts()
+    variants, _ = matrix.variants(LAYOUT["raw-prealloc"], facts, _pick(conf, facts), 2, wanted)
+    assert [v.name for v in variants] == names
+
+
+def test_labels():
+    assert matrix.Cell("none", "native", True).label == "none+native+iot"
+    assert matrix.Cell(None, None, False).label == "default+default"
+    assert matrix.Cell(None, None, False).effective() == ("writeback", "threads", False)

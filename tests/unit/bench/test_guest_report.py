@@ -1,0 +1,114 @@
+"""bench guest: its options, its JSON entries and ratios, and the pid-file reaper."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.bench.guest import matrix, procs
+from nova_disk_tuning.bench.guest import report as guest_report
+from nova_disk_tuning.bench.guest.jobs import JOBS, FioResult
+from nova_disk_tuning.bench.guest.run import FULL, QUICK, Cell, GuestBench, estimate_seconds
+from nova_disk_tuning.cmd import main as cli
+from nova_disk_tuning.cmd.bench_guest import settings_from
+
+
+def _args(*argv: str):
+    return cli.build_parser().parse_args(["bench", "guest", *argv])
+
+
+def test_quick_and_full_settings_and_options():
+    assert settings_from(_args("--quick")) == QUICK
+    assert settings_from(_args()) == FULL
+    custom = settings_from(
+        _args("--quick", "--runtime", "30", "--ramp", "0", "--repeat", "5", "--size", "2G",
+              "--layouts", "raw-sparse", "lvm", "--variants", "nova", "none+*",
+              "--jobs", "randwrite-4k-qd1", "randread-4k-qd32", "--no-host-bound")
+    )  # fmt: skip
+    assert (custom.timing.runtime, custom.timing.ramp, custom.repeat) == (30, 0, 5)
+    assert custom.disk_size == 2 << 30 and custom.layouts == ("raw-sparse", "lvm")
+    assert custom.variants == ("nova", "none+*") and not custom.host_bound
+    assert [j.name for j in custom.jobs] == ["randwrite-4k-qd1", "randread-4k-qd32"]
+    with pytest.raises(exception.InvalidConfig, match="--runtime 0"):
+        settings_from(_args("--runtime", "0"))
+    with pytest.raises(SystemExit):
+        _args("--layouts", "nfs")
+
+
+def test_plain_bench_still_runs_the_host_experiments():
+    args = cli.build_parser().parse_args(["bench", "--quick"])
+    assert args.func.__module__ == "nova_disk_tuning.cmd.bench" and args.experiment is None
+
+
+def test_estimate_counts_boots_jobs_and_the_host_bound():
+    # 5 jobs x (3 + 1) s = 20 s a boot plus 20 s overhead; host: 20 s per layout.
+    assert estimate_seconds(QUICK, boots=2, layouts=1) == 2 * (2 * 40 + 20)
+
+
+def _fio(iops: float) -> FioResult:
+    return FioResult(iops=iops, bandwidth_kib=iops * 4, lat_mean_us=100.0, lat_p99_us=None)
+
+
+def _bench() -> GuestBench:
+    job = JOBS[0].name
+    variants = {
+        "defaults": matrix.defaults_variant(),
+        "nova": matrix.Variant("nova", matrix.Cell("none", None, False), None, 1, True, ""),
+        "pick": matrix.Variant("pick", matrix.Cell("none", "native", True), 2, 1, True, "why"),
+    }
+    runs = {"defaults": [100, 300, 200], "nova": [400, 400, 400], "pick": [800, 900, 700]}
+    bench = GuestBench(QUICK)
+    for name, variant in variants.items():
+        bench.cells.append(
+            Cell(
+                "raw-prealloc",
+                variant,
+                f"<driver {name}/>",
+                runs={job: [_fio(v) for v in runs[name]]},
+            )
+        )
+    bench.host[("raw-prealloc", job)] = [_fio(5000), _fio(7000)]
+    return bench
+
+
+def test_entries_have_medians_ranges_ratios_and_the_bound():
+    entries = {e["variant"]: e for e in guest_report.entries(_bench())}
+    pick = entries["pick"]
+    assert (pick["iops"], pick["iops_min"], pick["iops_max"]) == (800, 700, 900)
+    assert pick["ratio_defaults"] == 4.0 and pick["ratio_nova"] == 2.0
+    assert pick["driver"] == "<driver pick/>" and pick["chosen"] and pick["host_iops"] == 6000
+    assert entries["defaults"]["ratio_defaults"] == 1.0 and not entries["defaults"]["chosen"]
+    assert set(entries["nova"]) >= {"layout", "variant", "job", "iops", "iops_min", "iops_max"}
+
+
+def test_common_report_rows_compare_with_defaults():
+    rows = {r.variant: r for r in guest_report.results(_bench())}
+    assert rows["pick"].baseline == "defaults" and rows["pick"].chosen
+    assert rows["defaults"].baseline is None and rows["host-bound"].baseline is None
+    assert rows["pick"].experiment == "guest/raw-prealloc/randread-4k-qd32"
+    assert rows["pick"].unit == "iops" and rows["pick"].seconds == [800, 900, 700]
+
+
+def test_layout_table_marks_the_pick_and_unsafe_cells():
+    bench = _bench()
+    bench.cells[1].variant = matrix.Variant("nova", matrix.Cell("none", "native", False), None, 1,
+                                            False, "sparse")  # fmt: skip
+    data = {"results": guest_report.entries(bench), "host_bound": guest_report.host_entries(bench)}
+    columns, rows = guest_report.layout_table(data, "raw-prealloc", [JOBS[0].name])
+    assert columns == ["variant (* pick, ! unsafe)", JOBS[0].name]
+    assert [row[0] for row in rows] == ["defaults", "!nova", "*pick", "host-bound"]
+    assert rows[2][1] == "800 (700-900) 4.00x/2.00x"
+    assert rows[3][1] == "6.0k (5.0k-7.0k)"
+
+
+def test_reaper_leaves_a_pid_that_runs_another_program(tmp_path: Path):
+    run = tmp_path / "libvirtd" / "run"
+    (run / "qemu").mkdir(parents=True)
+    (run / "qemu" / "g.pid").write_text(f"{os.getpid()}\n")  # this is python, not QEMU
+    (run / "libvirtd.pid").write_text("999999999\n")  # no such process
+    assert procs.reap_pidfiles(tmp_path) == []
+    assert procs.pid_from(run / "qemu" / "g.pid", ("python",)) == os.getpid()
+    assert procs.pid_from(run / "qemu" / "g.pid", ("python",), marker="not-in-argv") is None
