@@ -61,6 +61,15 @@ def lvm_missing() -> str | None:
     missing = [tool for tool in LVM_TOOLS if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not installed (Debian package lvm2)"
+    # The kernel's device-mapper registers a misc device; without it lvcreate fails
+    # ("striped: Required device-mapper target(s) not detected in your kernel"), as
+    # on a VM kernel built without dm-mod.
+    try:
+        with open("/proc/misc", encoding="ascii", errors="replace") as handle:
+            if not any(line.split()[1:] == ["device-mapper"] for line in handle):
+                return "the kernel has no device-mapper (dm-mod), which LVM needs"
+    except OSError:
+        pass
     return None
 
 
