@@ -10,9 +10,7 @@ with the reason and run as an expected failure (an unexpected success fails
 the run, so the list cannot go stale).
 """
 
-import os
 import re
-import sys
 import unittest
 
 import fixtures
@@ -22,6 +20,7 @@ from nova.virt import fake
 from nova.virt.libvirt.driver import LibvirtDriver as NovaLibvirtDriver
 
 from nova_disk_tuning.nova.driver import LibvirtDriver
+from tests.nova import harness
 
 NAMED = [
     "test_xml_disk_driver",
@@ -95,15 +94,11 @@ class DropInIOThreadPinningRegression(test_bug_2140537.TestIOThreadPinningPinned
     """Nova's regression test for bug 2140537 (an ``<iothreadpin>`` without its IOThread)."""
 
     def setUp(self):
-        self.flags(api_paste_config=_api_paste(), group="wsgi")
+        self.flags(api_paste_config=harness.api_paste(), group="wsgi")
         super().setUp()
 
     def _setup_compute_service(self):
         self.flags(compute_driver="disk_tuning.LibvirtDriver")
-
-
-def _api_paste():
-    return os.path.join(sys.prefix, "etc", "nova", "api-paste.ini")
 
 
 def _selected(loader):

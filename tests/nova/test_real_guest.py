@@ -24,7 +24,6 @@ What is replaced, and why:
 """
 
 import os
-import sys
 import time
 
 import fixtures
@@ -37,6 +36,7 @@ from nova_disk_tuning.bench.guest import console, domains
 from nova_disk_tuning.bench.guest.daemon import private_libvirtd
 from nova_disk_tuning.bench.guest.kit import build_guest_kit
 from nova_disk_tuning.nova import conf as nova_conf
+from tests.nova import harness
 
 nova_conf.register_opts(CONF)
 
@@ -48,15 +48,6 @@ MiB = 1 << 20
 KERNEL_ID = "5a0e7c1e-0000-4000-8000-00000000a001"
 RAMDISK_ID = "5a0e7c1e-0000-4000-8000-00000000a002"
 ROOT_ID = "5a0e7c1e-0000-4000-8000-00000000a003"
-
-
-class _Reader:
-    def __init__(self, data):
-        self.data = data
-
-    def read(self, *args):
-        data, self.data = self.data, b""
-        return data
 
 
 class RealGuestThroughNovaTest(
@@ -73,10 +64,7 @@ class RealGuestThroughNovaTest(
         daemon = private_libvirtd(base_dir="/var/tmp")
         self.daemon = daemon.__enter__()
         self.addCleanup(daemon.__exit__, None, None, None)
-        self.flags(
-            api_paste_config=os.path.join(sys.prefix, "etc", "nova", "api-paste.ini"),
-            group="wsgi",
-        )
+        self.flags(api_paste_config=harness.api_paste(), group="wsgi")
         self.instances = self.useFixture(fixtures.TempDir(rootdir="/var/tmp")).path
         self.flags(instances_path=self.instances)
         self.useFixture(fixtures.MockPatch("nova.virt.libvirt.host.Host._init_events"))
@@ -101,21 +89,7 @@ class RealGuestThroughNovaTest(
         if not isinstance(data, bytes):
             with open(path_or_bytes, "rb") as handle:
                 data = handle.read()
-        self.glance.create(
-            None,
-            {
-                "id": image_id,
-                "name": image_id,
-                "status": "active",
-                "container_format": {"aki": "aki", "ari": "ari"}.get(disk_format, "bare"),
-                "disk_format": disk_format,
-                "size": len(data),
-                "min_disk": 0,
-                "min_ram": 0,
-                "properties": properties or {},
-            },
-            data=_Reader(data),
-        )
+        harness.upload_image(self.glance, image_id, data, disk_format, properties)
 
     def boot_and_wait(self):
         """Boot the kit through Nova's API; the domain XML, the QEMU argv and the report."""

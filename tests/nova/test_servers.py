@@ -34,6 +34,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 
 from nova_disk_tuning.images.sample import build_sample_image
 from nova_disk_tuning.nova import conf as nova_conf
+from tests.nova import harness
 
 nova_conf.register_opts(CONF)
 
@@ -79,10 +80,8 @@ class DropInServersTest(base.ServersTestBase, integrated_helpers.InstanceHelperM
     COMPUTE_DRIVER = "disk_tuning.LibvirtDriver"
 
     def setUp(self):
-        # The functional ConfFixture looks for api-paste.ini beside the nova
-        # package; pip puts it under the environment's etc/nova. Set before
-        # the harness starts the API.
-        self.flags(api_paste_config=self._api_paste(), group="wsgi")
+        # Set before the harness starts the API.
+        self.flags(api_paste_config=harness.api_paste(), group="wsgi")
         super().setUp()
         for name, function in REAL.items():
             self.useFixture(
@@ -109,25 +108,7 @@ class DropInServersTest(base.ServersTestBase, integrated_helpers.InstanceHelperM
         )
         data = sample_image()
         self.image_id = "a4b3a8f8-7c1c-4b6e-9f3e-3c2d0c9b1e01"
-        self.glance.create(
-            None,
-            {
-                "id": self.image_id,
-                "name": "ndt-sample",
-                "status": "active",
-                "container_format": "bare",
-                "disk_format": "qcow2",
-                "size": len(data),
-                "min_disk": 0,
-                "min_ram": 0,
-                "properties": {},
-            },
-            data=_Reader(data),
-        )
-
-    @staticmethod
-    def _api_paste():
-        return os.path.join(sys.prefix, "etc", "nova", "api-paste.ini")
+        harness.upload_image(self.glance, self.image_id, data, "qcow2")
 
     def _setup_compute_service(self):
         self.flags(compute_driver=self.COMPUTE_DRIVER)
@@ -187,15 +168,6 @@ class DropInServersTest(base.ServersTestBase, integrated_helpers.InstanceHelperM
         driver = self.computes["compute1"].driver
         self.assertEqual("LibvirtDriver", type(driver).__name__)
         return driver
-
-
-class _Reader:
-    def __init__(self, data):
-        self.data = data
-
-    def read(self, *args):
-        data, self.data = self.data, b""
-        return data
 
 
 class TestDropInDisks(DropInServersTest):
