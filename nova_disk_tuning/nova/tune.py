@@ -41,9 +41,10 @@ def tune_config(
         )
     if not facts:
         return None
+    # Decided in full before anything is changed: a failure leaves Nova's config as built.
+    tuning = tune_guest(facts, host, conf, max(int(guest.vcpus or 1), 1), extra_specs)
     for index, device in enumerate(guest.devices):
         guest.devices[index] = render.adopt(device)
-    tuning = tune_guest(facts, host, conf, max(int(guest.vcpus or 1), 1), extra_specs)
     tuning.apply_to_guest(guest)
     _pin_iothreads(guest, tuning.iothreads.thread_count)
     for disk in tuning.disks:

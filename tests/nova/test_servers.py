@@ -34,6 +34,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 
 from nova_disk_tuning.images.sample import build_sample_image
 from nova_disk_tuning.nova import conf as nova_conf
+from nova_disk_tuning.nova import facts as nova_facts
 from tests.nova import harness
 
 nova_conf.register_opts(CONF)
@@ -235,6 +236,46 @@ class TestDropInDisks(DropInServersTest):
         disks = self.check_disks(server, root, io="native")
         for disk in disks.values():
             self.assertEqual("raw", disk.find("driver").get("type"))
+
+
+class TestDropInDegrades(DropInServersTest):
+    """What cannot be measured, or a failure in the tuning, never fails a boot."""
+
+    def test_a_disk_that_cannot_be_measured_keeps_novas_settings(self):
+        real = nova_facts.measure_disk
+
+        def failing(spec, name, probe, qemu_img):
+            if name == "vdb":
+                raise OSError(5, "Input/output error", spec.path)
+            return real(spec, name, probe, qemu_img)
+
+        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_disk", failing))
+        self.start(DEFAULT={"preallocate_images": "space"})
+        logs = self.useFixture(fixtures.FakeLogger(name="nova_disk_tuning.nova.tune"))
+        _, root = self.boot()
+        disks = self.disks(root)
+        self.assertEqual("1", disks["vda"].find("driver").get("iothread"))
+        vdb = disks["vdb"].find("driver")
+        # Nova's own choice for a space-preallocated file: native, no IOThread.
+        self.assertEqual(
+            ("none", "native", None), (vdb.get("cache"), vdb.get("io"), vdb.get("iothread"))
+        )
+        self.assertIn("Disk vdb keeps Nova's settings", logs.output)
+        self.assertIn("Input/output error", logs.output)
+
+    def test_a_failing_policy_leaves_novas_xml(self):
+        def broken(*args, **kwargs):
+            raise RuntimeError("policy bug")
+
+        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.tune.tune_guest", broken))
+        self.start()
+        logs = self.useFixture(fixtures.FakeLogger(name="nova_disk_tuning.nova.driver"))
+        _, root = self.boot()
+        self.assertEqual("1", root.findtext("iothreads"))
+        for disk in self.disks(root).values():
+            self.assertIsNone(disk.find("driver").get("iothread"))
+        self.assertIn("Disk tuning failed", logs.output)
+        self.assertIn("policy bug", logs.output)
 
 
 class TestDropInIOThreads(DropInServersTest):
