@@ -3,11 +3,12 @@
 A subclass of ``nova.virt.libvirt.driver.LibvirtDriver`` that overrides
 four seams and nothing else:
 
-* ``_get_guest_config``: the one place every guest XML comes from (spawn,
-  hard reboot, rescue, resize, live migration). The config Nova built is
-  measured and tuned by the policy before Nova renders it.
-* ``_get_volume_config``: a volume attached to a running guest gets the same
-  per-disk decisions, and an IOThread of that guest.
+* ``_get_guest_config``: where every guest XML Nova builds comes from (spawn,
+  hard reboot, rescue, resize; a live migration carries the running XML
+  over). The config Nova built is measured and tuned by the policy before
+  Nova renders it.
+* ``attach_volume`` / ``_get_volume_config``: a volume attached to a running
+  guest gets the same per-disk decisions, and an IOThread of that guest.
 * ``image_backend``: the project's preallocation, qcow2 overlays and image
   conversion in place of Nova's (:mod:`.imagebackend`);
 * ``_cleanup_lvm``: ``volume_clear = zero`` through the fast-zero chain.
@@ -19,6 +20,7 @@ Nova's, unchanged.
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,8 +50,7 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
         nova_conf.register_opts(CONF)
         super().__init__(virtapi, read_only)
         self.image_backend = imagebackend.Backend(CONF.use_cow_images)
-        self._ndt_probe = StorageProbe()
-        self._ndt_qemu_img = QemuImg(CONF, probe=self._ndt_probe)
+        self._ndt_qemu_img = QemuImg(CONF)
         self._ndt_caps: HostCaps | None = None
         # connection_info id -> IOThread for a volume being attached (see attach_volume).
         self._ndt_attach_threads: dict[int, int | None] = {}
@@ -103,7 +104,10 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
                 disks,
                 nova_facts.volumes_by_target(block_device_info),
                 CONF,
-                self._ndt_probe,
+                # A fresh probe per guest: device numbers are reused after a
+                # volume detach, so remembered verdicts could describe
+                # another device.
+                StorageProbe(),
                 self._ndt_qemu_img,
             )
             tune_config(
@@ -137,6 +141,10 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             return
         errors = []
         for path in self._lvm_disks(instance):
+            if not os.path.exists(path):
+                # Nova's clear_volume: a volume already gone is not wiped.
+                LOG.warning("Ignoring missing logical volume %s", path, instance=instance)
+                continue
             done = privsep.zero_volume(path, CONF.libvirt.volume_clear_size)
             LOG.info(
                 "Wiped %d bytes of %s with %s in %.2f s",
@@ -180,13 +188,21 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             self._ndt_attach_threads.pop(id(connection_info), None)
 
     def _get_volume_config(self, connection_info: Any, disk_info: Any) -> Any:
-        conf = render.adopt(super()._get_volume_config(connection_info, disk_info))
+        conf = super()._get_volume_config(connection_info, disk_info)
+        if id(connection_info) not in self._ndt_attach_threads:
+            # Not an attach: a guest config (tuned as a whole by
+            # _get_guest_config) or a live migration, where the
+            # connection_info is the destination host's and its device path
+            # means nothing here; both keep Nova's volume config.
+            return conf
+        conf = render.adopt(conf)
+        thread = self._ndt_attach_threads[id(connection_info)]
         try:
             measured, skipped = nova_facts.measure(
                 [conf],
                 {conf.target_dev: connection_info},
                 CONF,
-                self._ndt_probe,
+                StorageProbe(),
                 self._ndt_qemu_img,
             )
             for item in skipped:
@@ -194,7 +210,6 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             for facts in measured:
                 tuning = decide(facts, self._ndt_host_caps(), CONF)
                 tuning.apply(conf)
-                thread = self._ndt_attach_threads.get(id(connection_info))
                 if thread is not None and conf.target_bus == "virtio":
                     conf.driver_iothread = thread
                 LOG.info("Volume %s: %s; iothread=%s", conf.target_dev, describe(tuning), thread)

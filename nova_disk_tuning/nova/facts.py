@@ -26,6 +26,7 @@ from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.virt.libvirt import loader
 from nova_disk_tuning.virt.libvirt.measure import DiskSpec, measure_disk
 from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
+from nova_disk_tuning.virt.libvirt.volume.base import requested_discard
 
 LOG = logging.getLogger(__name__)
 
@@ -112,7 +113,12 @@ def _measure_one(
         )
     if connection_info is None:
         return facts
-    return facts.replace(is_volume=True, driver=volume_type, aio_hint=_hint(connection_info, conf))
+    return facts.replace(
+        is_volume=True,
+        driver=volume_type,
+        aio_hint=_hint(connection_info, conf),
+        discard=requested_discard(connection_info.get("data") or {}),
+    )
 
 
 def _hint(connection_info: Mapping[str, Any], conf: cfg.ConfigOpts) -> str | None:

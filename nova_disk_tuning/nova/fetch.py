@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from nova import exception as nova_exception
 from nova.conf import CONF
 from nova.virt import images as nova_images
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
+from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img_command import ProgressCallback
 
@@ -40,18 +42,37 @@ class NovaImageFetcher:
         return os.path.getsize(dest)
 
 
+# Glance disk formats the project's pipeline takes over. Any other (iso, ami,
+# vhd, vmdk, ...) keeps Nova's own fetch_to_raw, whose format mapping, VMDK
+# subformat allow-list and deep inspection the project does not repeat.
+PIPELINE_FORMATS = frozenset({"raw", "qcow2"})
+
+
 def fetch_image(context: Any, target: str, image_id: str, trusted_certs: Any = None) -> None:
     """Drop-in for ``nova.virt.libvirt.utils.fetch_image``: build ``target`` in ``_base``.
 
-    A target outside the image cache (Nova's LVM backend writes straight
-    into the volume) is left to Nova's own function.
+    Left to Nova's own function: a target outside the image cache (Nova's
+    LVM backend writes straight into the volume), a disk format outside
+    :data:`PIPELINE_FORMATS`, and hosts where the operator turned Nova's deep
+    image inspection off.
     """
     cache = ImageCache(CONF, fetchers={SCHEME: NovaImageFetcher(context, trusted_certs)})
-    if os.path.abspath(target) != cache.entry_path(image_id):
-        libvirt_utils.fetch_image(context, target, image_id, trusted_certs)
-        return
     meta = nova_images.get_info(context, image_id)
     declared = meta.get("disk_format") if hasattr(meta, "get") else None
-    cached = cache.fetch(image_id, f"{SCHEME}:{image_id}", declared)
+    if (
+        os.path.abspath(target) != cache.entry_path(image_id)
+        or declared not in PIPELINE_FORMATS
+        or CONF.workarounds.disable_deep_image_inspection
+    ):
+        libvirt_utils.fetch_image(context, target, image_id, trusted_certs)
+        return
+    try:
+        cached = cache.fetch(image_id, f"{SCHEME}:{image_id}", declared)
+    except exception.ImageUnacceptable as exc:
+        # Nova's exception: the compute manager aborts the build instead of
+        # rescheduling it to hosts that would refuse the image too.
+        raise nova_exception.ImageUnacceptable(
+            image_id=image_id, reason=exc.kwargs.get("reason", str(exc))
+        ) from None
     if cached.conversion is not None:
         LOG.info("Image %s converted: %s", image_id, cached.conversion.to_dict())

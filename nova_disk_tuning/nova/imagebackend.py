@@ -22,12 +22,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from nova import exception as nova_exception
 from nova import utils
 from nova.conf import CONF
 from nova.virt.libvirt import imagebackend as nova_backend
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
+from nova_disk_tuning import exception
 from nova_disk_tuning.conf import preallocation
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.images.safety import ImageSafety
@@ -82,22 +84,31 @@ class Qcow2(_ProjectImage, nova_backend.Qcow2):
             return
         if not os.path.exists(base):
             prepare_template(*args, target=base, **kwargs)
-        # Checked on every use, as Nova checks: a base may predate the
-        # checks. The inspection also gives the backing format to record.
-        found = ImageSafety().check(base, None)
+        qemu_img = QemuImg(CONF)
+        if safe or CONF.workarounds.disable_deep_image_inspection:
+            # Nova's own swap/ephemeral bases, or the operator turned the
+            # inspection off: only the format is read, as Nova reads it.
+            base_format = qemu_img.info(base).file_format
+        else:
+            # Checked on every use, as Nova checks: a base may predate the
+            # checks. The inspection also gives the backing format to record.
+            try:
+                base_format = ImageSafety().check(base, None).format
+            except exception.ImageUnacceptable as exc:
+                raise nova_exception.InvalidDiskInfo(
+                    reason=f"Base image failed safety check: {exc}"
+                ) from None
         nova_backend._update_utime_ignore_eacces(base)
         self.verify_base_size(base, size)
-        qemu_img = QemuImg(CONF)
-        virtual_size = size or found.virtual_size
 
         @utils.synchronized(self._get_lock_name(base), external=True, lock_path=self.lock_path)
         def create_overlay() -> None:
             qemu_img.create(
                 self.path,
                 "qcow2",
-                virtual_size,
+                size or int(qemu_img.info(base, base_format).virtual_size),
                 backing=base,
-                backing_format=found.format,
+                backing_format=base_format,
                 preallocation="performance",
             )
 

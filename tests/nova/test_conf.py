@@ -38,11 +38,15 @@ class SharedOptionsTest(unittest.TestCase):
                         problems.append(f"[{name}] {opt.dest}: {ours_choices - nova_choices}")
         self.assertEqual([], problems)
 
-    def test_address_space_limit_has_novas_unit_and_default(self):
+    def test_address_space_limit_has_novas_default_and_type(self):
         nova = NOVA_CONF
         ours = {o.dest: o for o in libvirt.libvirt_opts}["images_address_space_limit"]
         theirs = nova._get_opt_info("images_address_space_limit", "libvirt")["opt"]
         self.assertEqual(theirs.default, ours.default)
+        self.assertIs(type(theirs.type), type(ours.type))
+        # Both say GiB (the unit lives only in the help text).
+        self.assertIn("GiB", ours.help)
+        self.assertIn("gigabytes", theirs.help)
 
     def test_disk_tuning_group_registers_into_nova_once(self):
         nova = cfg.ConfigOpts()

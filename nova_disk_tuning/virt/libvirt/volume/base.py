@@ -231,7 +231,7 @@ class LibvirtBaseVolumeDriver:
         notes.insert(0, f"{self.transport} prefers AIO {hint or 'unset (no preference)'}")
         if config.shareable:
             notes.append("multiattach: shareable, so the policy bypasses the host page cache")
-        discard = "unmap" if data.get("discard") is True else None
+        discard = requested_discard(data)
         fields: dict[str, Any] = {
             "format": config.driver_format or "raw",
             "storage_kind": self.storage_kind,
@@ -305,3 +305,8 @@ def _as_int(value: Any) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
         return int(value.strip())
     raise ValueError(f"{value!r} is not a whole number")
+
+
+def requested_discard(data: Mapping[str, Any]) -> str | None:
+    """The volume's own discard request: Cinder sets ``data.discard`` for thin storage."""
+    return "unmap" if data.get("discard") is True else None
