@@ -176,7 +176,7 @@ CASES = [
     Case(
         "max-disk-ops-negative",
         lambda w: (["list"], "max_concurrent_disk_ops"),
-        default="max_concurrent_disk_ops = -1\n",
+        extra="[compute]\nmax_concurrent_disk_ops = -1\n",
     ),
     Case(
         "connection-uri-bogus",
