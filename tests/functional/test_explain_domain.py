@@ -70,3 +70,35 @@ def test_an_unknown_name_is_one_line(explain):
     rc, _, err = explain("instance-00000bad")
     assert rc == 1
     assert err.strip().count("\n") == 0 and "instance-00000bad" in err and "virsh list" in err
+
+
+NOVA_METADATA = (
+    "<metadata><nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>"
+    "<nova:flavor name='m1'><nova:vcpus>2</nova:vcpus><nova:extraSpecs>"
+    "<nova:extraSpec name='hw:disk_iothreads'>{}</nova:extraSpec>"
+    "</nova:extraSpecs></nova:flavor></nova:instance></metadata>"
+)
+
+
+def _with_metadata(xml: str, value: str) -> str:
+    return xml.replace("<memory>", NOVA_METADATA.format(value) + "<memory>", 1)
+
+
+def test_the_flavor_extra_spec_nova_recorded_is_used(explain, define, disks):
+    both = disk_xml(disks["full"], "vda") + disk_xml(disks["sparse"], "vdb")
+    name = define(_with_metadata(domain_xml("instance-0000002b", both, vcpus=2), "2"))
+    rc, out, err = explain(name, "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["iothreads"]["count"]["value"] == 2
+    assert "hw:disk_iothreads" in data["iothreads"]["count"]["reason"]
+    threads = {d["disk"]: d["iothread"]["value"] for d in data["disks"]}
+    assert threads == {"vda": 1, "vdb": 2}
+
+
+def test_a_bad_recorded_extra_spec_is_ignored_with_a_warning(explain, define, disks):
+    disk = disk_xml(disks["full"], "vda")
+    name = define(_with_metadata(domain_xml("instance-0000002c", disk, vcpus=2), "many"))
+    rc, out, err = explain(name, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["iothreads"]["count"]["value"] == 1  # [disk_tuning] iothreads

@@ -28,6 +28,23 @@ from nova_disk_tuning.virt.libvirt.tuning.policy import DiskTuning, GuestTuning,
 LOG = logging.getLogger(__name__)
 
 
+# Nova writes the flavor into each domain's metadata; the IOThread count its
+# driver chose came from the flavor's extra specs, so the audit reads them too.
+NOVA_NS = "http://openstack.org/xmlns/libvirt/nova/1.1"
+_EXTRA_SPECS = "/".join(
+    ["metadata", *(f"{{{NOVA_NS}}}{tag}" for tag in ("instance", "flavor", "extraSpecs"))]
+)
+
+
+def nova_extra_specs(root: etree._Element) -> dict[str, str]:
+    """The flavor extra specs Nova recorded in a domain's metadata ({} when none)."""
+    return {
+        name: node.text or ""
+        for node in root.iterfind(f"{_EXTRA_SPECS}/{{{NOVA_NS}}}extraSpec")
+        if (name := node.get("name"))
+    }
+
+
 # The audit of one guest ----------------------------------------------------------
 
 
@@ -55,6 +72,7 @@ class GuestAudit:
             for element in root.iterfind("devices/disk")
             if (target := element.find("target")) is not None
         }
+        self.extra_specs = nova_extra_specs(root)
 
     def plan(self) -> tuple[GuestTuning, list[DiskFacts], dict[str, tuple[str, str]]]:
         """What the policy decides for this domain's disks, measured now.
@@ -71,7 +89,11 @@ class GuestAudit:
             if problem:
                 problems[source.name] = problem
         # Unmeasured disks take part too: the IOThread plan numbers all of them.
-        plan = tune_guest(facts, self.caps, self.conf, self.guest.vcpus or 1)
+        try:
+            plan = tune_guest(facts, self.caps, self.conf, self.guest.vcpus or 1, self.extra_specs)
+        except exception.InvalidFlavorExtraSpec as exc:
+            LOG.warning("Domain %s: ignoring its flavor's extra spec: %s", self.domain, exc)
+            plan = tune_guest(facts, self.caps, self.conf, self.guest.vcpus or 1)
         return plan, facts, problems
 
     def run(self) -> list[Finding]:
