@@ -57,13 +57,15 @@ def fetch_image(context: Any, target: str, image_id: str, trusted_certs: Any = N
     image inspection off.
     """
     cache = ImageCache(CONF, fetchers={SCHEME: NovaImageFetcher(context, trusted_certs)})
-    meta = nova_images.get_info(context, image_id)
-    declared = meta.get("disk_format") if hasattr(meta, "get") else None
+    declared = None
+    # The local checks first: the image's metadata is a Glance call.
     if (
-        os.path.abspath(target) != cache.entry_path(image_id)
-        or declared not in PIPELINE_FORMATS
-        or CONF.workarounds.disable_deep_image_inspection
+        os.path.abspath(target) == cache.entry_path(image_id)
+        and not CONF.workarounds.disable_deep_image_inspection
     ):
+        meta = nova_images.get_info(context, image_id)
+        declared = meta.get("disk_format") if hasattr(meta, "get") else None
+    if declared not in PIPELINE_FORMATS:
         libvirt_utils.fetch_image(context, target, image_id, trusted_certs)
         return
     try:
