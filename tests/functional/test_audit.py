@@ -234,20 +234,27 @@ def test_domain_tuned_by_the_policy_has_no_findings(make_conf, define, disks, vc
 # The command line -----------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(tmp_path, capsys):
-    """Run the CLI in-process (it sees the test driver's domains); (rc, stdout, stderr)."""
+def in_process_cli(tmp_path, capsys, command: str):
+    """Run ``command`` of the CLI in-process (it sees the test driver's domains).
+
+    Returns ``run(*argv) -> (rc, stdout, stderr)``.
+    """
     nova_conf = tmp_path / "nova.conf"
     nova_conf.write_text(
         f"[DEFAULT]\ninstances_path = {tmp_path}\n[libvirt]\nconnection_uri = {URI}\n"
     )
 
     def run(*argv: str):
-        rc = main.main(["--config-file", str(nova_conf), "audit", *argv])
+        rc = main.main(["--config-file", str(nova_conf), command, *argv])
         out, err = capsys.readouterr()
         return rc, out, err
 
     return run
+
+
+@pytest.fixture
+def cli(tmp_path, capsys):
+    return in_process_cli(tmp_path, capsys, "audit")
 
 
 def test_cli_findings_exit_3_with_table_and_json(cli, define, disks):

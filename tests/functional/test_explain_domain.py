@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from nova_disk_tuning.cmd import main
 from tests.functional import test_audit
 from tests.functional.test_audit import URI, disk_xml, domain_xml
 
@@ -19,18 +18,8 @@ define, disks, host = test_audit.define, test_audit.disks, test_audit.host
 
 
 @pytest.fixture
-def explain(tmp_path, capsys, make_conf):
-    nova_conf = tmp_path / "nova.conf"
-    nova_conf.write_text(
-        f"[DEFAULT]\ninstances_path = {tmp_path}\n[libvirt]\nconnection_uri = {URI}\n"
-    )
-
-    def run(*argv: str):
-        rc = main.main(["--config-file", str(nova_conf), "explain", *argv])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
+def explain(tmp_path, capsys):
+    return test_audit.in_process_cli(tmp_path, capsys, "explain")
 
 
 @pytest.fixture
