@@ -150,7 +150,8 @@ class DataDisks:
     # -------------------------------------------------------------------- disks
 
     @contextlib.contextmanager
-    def _configured(self, layout: GuestLayout) -> Iterator[ImageBackend]:
+    def configured(self, layout: GuestLayout) -> Iterator[ImageBackend]:
+        """The backend of ``layout``, with nova.conf set as a host running it would have it."""
         overrides = {
             ("DEFAULT", "instances_path"): str(self.instances),
             ("DEFAULT", "preallocate_images"): layout.preallocation,
@@ -172,13 +173,13 @@ class DataDisks:
         """A fresh data disk of ``layout``; the backend measured it."""
         self._count += 1
         instance_dir = str(self.instances / f"{layout.name}-{self._count}")
-        with self._configured(layout) as backend:
+        with self.configured(layout) as backend:
             if layout.overlay:
                 return backend.create_root(instance_dir, target, self._overlay_base(), self.size)
             return backend.create_blank(instance_dir, target, self.size)
 
     def destroy(self, layout: GuestLayout, disk: GuestDisk) -> None:
-        with self._configured(layout) as backend:
+        with self.configured(layout) as backend:
             backend.destroy([disk])
         for path in disk.created:
             parent = os.path.dirname(path)

@@ -8,7 +8,8 @@ marked as chosen) and the host-side bound. On top of that the document gets
 ``results``: one entry per (layout, variant, job) with the median, min and
 max IOPS, the ``<driver>`` element used, the ratios against ``defaults`` and
 ``nova``, whether the cell is safe, and the host-side bound beside it; and
-``guest``: how the run was made.
+``guest``: how the run was made. Every layout and job also gets the two
+targets the policy is held to (:func:`targets`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from nova_disk_tuning.bench import harness
 from nova_disk_tuning.bench.guest import jobs as guest_jobs
 from nova_disk_tuning.bench.guest.run import GuestBench
 from nova_disk_tuning.bench.model import Result
+from nova_disk_tuning.bench.summary import Target
 from nova_disk_tuning.common.units import MiB
 
 HOST_BOUND = "host-bound"
+# The pick is held to within 10% of the fastest safe cell measured.
+NEAR_BEST = 0.9
 MODULE = "nova_disk_tuning.bench.guest"
 
 
@@ -128,6 +132,54 @@ def entries(bench: GuestBench) -> list[dict[str, Any]]:
     return out
 
 
+def targets(entries: Sequence[dict[str, Any]]) -> list[Target]:
+    """What the pick is held to, per layout and job, from :func:`entries`.
+
+    - within 10% of the fastest *safe* cell measured (``safe`` as the matrix
+      says: legal, no native AIO where the storage allocates on write, no
+      io_uring on the denylist);
+    - not slower than Nova's XML beyond the measured noise: the larger of the
+      two spreads, (max - min) / median, is what a ratio below 1 may lose.
+    """
+    out = []
+    keys = dict.fromkeys((e["layout"], e["job"]) for e in entries)
+    for layout, job in keys:
+        mine = {e["variant"]: e for e in entries if (e["layout"], e["job"]) == (layout, job)}
+        pick = mine.get("pick")
+        if pick is None or not pick["iops"]:
+            continue
+        name = experiment(layout, job)
+        rivals = [e for v, e in mine.items() if v != "pick" and e["safe"] and e["iops"]]
+        if rivals:
+            best = max(rivals, key=lambda e: e["iops"])
+            out.append(
+                Target(
+                    name,
+                    best["variant"],
+                    NEAR_BEST,
+                    "pick within 10% of the fastest safe cell",
+                    "pick",
+                )
+            )
+        nova = mine.get("nova")
+        if nova is not None and nova["iops"]:
+            noise = max(_spread(pick), _spread(nova))
+            out.append(
+                Target(
+                    name,
+                    "nova",
+                    round(1.0 - noise, 2),
+                    f"pick not slower than Nova beyond the noise ({noise:.0%})",
+                    "pick",
+                )
+            )
+    return out
+
+
+def _spread(entry: dict[str, Any]) -> float:
+    return float(entry["iops_max"] - entry["iops_min"]) / float(entry["iops"])
+
+
 def host_entries(bench: GuestBench) -> list[dict[str, Any]]:
     out = []
     for (layout, job), runs in bench.host.items():
@@ -204,6 +256,7 @@ def bench_run(bench: GuestBench, path: str) -> harness.BenchRun:
         results=results(bench),
         notes=[f"guest: {note}" for note in bench.notes],
         elapsed=bench.elapsed,
+        targets=targets(entries(bench)),
     )
     return harness.BenchRun(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

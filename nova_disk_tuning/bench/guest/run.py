@@ -240,7 +240,10 @@ def _plan(
         disk = disks.make(layout)
         try:
             facts = disk.facts
-            tuning = tune_guest([facts], bench.caps, conf, settings.vcpus)
+            # Decided under the layout's own preallocate_images, as a host
+            # configured for that layout would decide.
+            with disks.configured(layout):
+                tuning = tune_guest([facts], bench.caps, conf, settings.vcpus)
         finally:
             disks.destroy(layout, disk)
         bench.facts[layout.name] = facts

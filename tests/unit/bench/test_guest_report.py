@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.bench import summary
 from nova_disk_tuning.bench.guest import matrix, procs
 from nova_disk_tuning.bench.guest import report as guest_report
 from nova_disk_tuning.bench.guest.jobs import JOBS, FioResult
 from nova_disk_tuning.bench.guest.run import FULL, QUICK, Cell, GuestBench, estimate_seconds
+from nova_disk_tuning.bench.model import Result
 from nova_disk_tuning.cmd import main as cli
 from nova_disk_tuning.cmd.bench_guest import settings_from
 
@@ -102,6 +104,43 @@ def test_layout_table_marks_the_pick_and_unsafe_cells():
     assert [row[0] for row in rows] == ["defaults", "!nova", "*pick", "host-bound"]
     assert rows[2][1] == "800 (700-900) 4.00x/2.00x"
     assert rows[3][1] == "6.0k (5.0k-7.0k)"
+
+
+def _entry(variant: str, runs: list[float], safe: bool = True) -> dict:
+    return {"layout": "raw-sparse", "job": "randwrite-4k-qd1", "variant": variant,
+            "iops": sorted(runs)[len(runs) // 2], "iops_min": min(runs),
+            "iops_max": max(runs), "safe": safe}  # fmt: skip
+
+
+def _checked(entries: list[dict]) -> dict[str, dict]:
+    """The targets of ``entries``, checked as the common report checks them."""
+    rows = summary.summarize(
+        Result(guest_report.experiment(e["layout"], e["job"]), e["variant"], "", [e["iops"]],
+               unit="iops")
+        for e in entries
+    )  # fmt: skip
+    checked = summary.check_targets(rows, guest_report.targets(entries))
+    return {t["what"].split(" (")[0]: t for t in checked}
+
+
+def test_targets_hold_the_pick_to_the_fastest_safe_cell_and_to_nova():
+    # A faster but unsafe cell does not count; a safe one 10% ahead still meets it.
+    met = _checked([_entry("pick", [1000, 1100, 900]), _entry("nova", [1000, 1000, 1000]),
+                    _entry("none+native+iot", [5000, 5000, 5000], safe=False),
+                    _entry("none+threads+iot", [1110, 1110, 1110])])  # fmt: skip
+    near = met["pick within 10% of the fastest safe cell"]
+    assert near["against"] == "none+threads+iot" and near["met"]
+    assert round(near["measured"], 2) == 0.9
+    nova = met["pick not slower than Nova beyond the noise"]
+    assert nova["at_least"] == 0.8 and nova["met"]  # pick's spread is 20%
+    # Writeback 30% ahead, Nova ahead beyond both spreads: neither is met.
+    missed = _checked([_entry("pick", [700, 700]), _entry("nova", [800, 820]),
+                       _entry("defaults", [1000, 1000])])  # fmt: skip
+    assert missed["pick within 10% of the fastest safe cell"]["against"] == "defaults"
+    assert not missed["pick within 10% of the fastest safe cell"]["met"]
+    assert not missed["pick not slower than Nova beyond the noise"]["met"]
+    # No pick measured: nothing to hold.
+    assert guest_report.targets([_entry("nova", [1, 1])]) == []
 
 
 def test_reaper_leaves_a_pid_that_runs_another_program(tmp_path: Path):
