@@ -31,7 +31,9 @@ decides.
                 "auto",
                 "native where the cache is O_DIRECT and the storage does not "
                 "allocate on write (block devices, fully allocated files); "
-                "threads otherwise.",
+                "io_uring for qcow2 files that allocate on write behind an "
+                "O_DIRECT cache, where io_uring is allowed (as for io_uring "
+                "below); threads otherwise.",
             ),
             (
                 "io_uring",

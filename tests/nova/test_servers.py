@@ -196,10 +196,10 @@ class TestDropInDisks(DropInServersTest):
         st = os.stat(path)
         return st.st_blocks * 512
 
-    def test_none_qcow2_sparse_overlays_get_threads(self):
+    def test_none_qcow2_sparse_overlays_get_io_uring(self):
         self.start(DEFAULT={"preallocate_images": "none"})
         server, root = self.boot()
-        disks = self.check_disks(server, root, io="threads")
+        disks = self.check_disks(server, root, io="io_uring")
         path = disks["vda"].find("source").get("file")
         self.assertLess(self.allocated(path), 64 << 20, "a none-mode overlay is sparse")
 

@@ -41,10 +41,11 @@ def _scenario(prefix: str) -> rules.Scenario:
 @pytest.mark.parametrize(
     ("situation", "cache", "io", "discard", "no_unref", "iothread"),
     [
-        ("raw file, sparse", "none", "threads", None, None, 1),
+        ("raw file, sparse (", "none", "threads", None, None, 1),
+        ("qcow2 overlay, sparse, io_uring disabled", "none", "threads", None, None, 1),
         ("raw file, fully allocated", "none", "native", None, None, 1),
         ("raw file, preallocate_images=space but", "none", "threads", None, None, 1),
-        ("qcow2 overlay, sparse", "none", "threads", None, None, 1),
+        ("qcow2 overlay, sparse (", "none", "io_uring", None, None, 1),
         ("qcow2 overlay, preallocate_images=performance", "none", "native", None, None, 1),
         ("block device", "none", "native", None, None, 1),
         ("network disk", "none", None, None, None, 1),

@@ -74,12 +74,13 @@ def test_named_variants_render_what_nova_and_libvirt_would():
 def test_sparse_disk_native_is_measured_but_flagged_unsafe(conf):
     facts = _facts(allocated=0)
     pick = _pick(conf, facts)
-    assert pick.cell.io == "threads" and pick.safe
+    assert pick.cell == matrix.Cell("none", "threads", True) and pick.safe
     variants, _ = matrix.variants(LAYOUT["raw-sparse"], facts, pick, vcpus=2)
     cells = _by_name(variants)
     assert not cells["none+native"].safe
     assert "not fully allocated" in cells["none+native"].why
-    assert cells["none+io_uring"].safe
+    assert cells["none+io_uring"].safe and cells["none+io_uring+iot"].safe
+    assert "none+threads+iot" not in cells  # measured as the pick
     # Nova sets no io on a sparse layout, so its cell is none+threads, measured as "nova".
     assert "none+threads" not in cells and cells["nova"].safe
 

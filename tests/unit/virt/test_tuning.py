@@ -62,7 +62,29 @@ ROWS = [
         raw_file(**SPARSE),
         HOST,
         {},
-        {"cache": ("none", "O_DIRECT"), "io": ("threads", "not fully allocated")},
+        {"cache": ("none", "O_DIRECT"), "io": ("threads", "not io_uring (in the guest 0.80")},
+    ),
+    (
+        # A sparse file never gets native; io_uring where allowed, else threads.
+        "sparse-qcow2-io-uring-kernel-disabled",
+        raw_file(format="qcow2", **SPARSE),
+        NO_URING_KERNEL,
+        {},
+        {"io": ("threads", "io_uring not used (kernel: kernel.io_uring_disabled=2)")},
+    ),
+    (
+        "sparse-qcow2-io-uring-old-versions",
+        raw_file(format="qcow2", **SPARSE),
+        OLD_HOST,
+        {},
+        {"io": ("threads", "libvirt 6.0.0 < 6.3")},
+    ),
+    (
+        "sparse-qcow2-on-cifs-denylisted",
+        raw_file(format="qcow2", storage_kind="cifs", **SPARSE),
+        HOST,
+        {},
+        {"io": ("threads", "io_uring not used (cifs storage")},
     ),
     (
         # Nova: native for every disk when space is on, decided from config.
@@ -112,7 +134,14 @@ ROWS = [
         raw_file(format="qcow2", allocated=196608, backing_file="/b/base"),
         HOST,
         {},
-        {"io": ("threads", "192.0 KiB of 1.0 GiB allocated")},
+        {"io": ("io_uring", "qcow2 allocating on write: io_uring (in the guest 1.01-1.43x")},
+    ),
+    (
+        "qcow2-overlay-sparse-space-did-not-take-effect",
+        raw_file(format="qcow2", allocated=196608, backing_file="/b/base"),
+        HOST,
+        {"DEFAULT": {"preallocate_images": "space"}},
+        {"io": ("io_uring", "preallocate_images=space did not take effect")},
     ),
     (
         "no-o-direct",
@@ -444,6 +473,13 @@ def test_decision_table(make_conf, facts, host, overrides, expected):
         decision = getattr(result, setting)
         assert decision.value == value, (setting, decision)
         assert reason in decision.reason, (setting, decision)
+
+
+def test_refused_io_uring_is_not_offered_again_for_a_sparse_file(make_conf):
+    # aio_mode=io_uring on a denylisted sparse file: one refusal, then threads.
+    conf = make_conf(disk_tuning={"aio_mode": "io_uring"})
+    io = tuning.decide(raw_file(format="qcow2", storage_kind="cifs", **SPARSE), HOST, conf).io
+    assert io.value == "threads" and io.reason.count("io_uring not used") == 1, io
 
 
 def test_demotion_is_logged(make_conf, caplog):

@@ -80,7 +80,19 @@ SCENARIOS: tuple[Scenario, ...] = (
         _file(**_SPARSE),
         {"DEFAULT": {"preallocate_images": "space"}},
     ),
-    Scenario("qcow2 overlay, sparse", _file(**_QCOW2, allocated=200 << 20)),
+    Scenario(
+        "qcow2 overlay, sparse (preallocate_images=none)", _file(**_QCOW2, allocated=200 << 20)
+    ),
+    Scenario(
+        "qcow2 overlay, sparse, io_uring disabled in the kernel (kernel.io_uring_disabled=2)",
+        _file(**_QCOW2, allocated=200 << 20),
+        host=HostCaps(
+            libvirt_version=(9, 0, 0),
+            qemu_version=(7, 2, 0),
+            kernel_io_uring=False,
+            kernel_io_uring_detail="kernel.io_uring_disabled=2",
+        ),
+    ),
     Scenario(
         "qcow2 overlay, preallocate_images=performance (allocation covers the virtual size)",
         _file(**_QCOW2, allocated=10 * GiB + (2 << 20), preallocated=True),
