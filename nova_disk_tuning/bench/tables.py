@@ -90,13 +90,14 @@ def markdown(data: dict[str, Any]) -> str:
     if data["targets"]:
         lines.append("## Targets")
         lines.append("")
-        lines.append("| target | variant | against | wanted | measured | met |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| experiment | target | variant | against | wanted | measured | met |")
+        lines.append("|---|---|---|---|---|---|---|")
         for t in data["targets"]:
             measured = "not measured" if t["measured"] is None else f"{t['measured']:.2f}x"
             met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
             lines.append(
-                f"| {_md_cell(t['what'])} | {_md_cell(t['variant'])} | "
+                f"| {_md_cell(t['experiment'])} | {_md_cell(t['what'])} | "
+                f"{_md_cell(t['variant'])} | "
                 f"{_md_cell(t['against'])} | >= {t['at_least']:g}x | {measured} | {met} |"
             )
         lines.append("")

@@ -164,6 +164,19 @@ def test_json_and_markdown_say_the_same(tmp_path):
     assert png.stat().st_size > 5000
 
 
+def test_markdown_targets_name_their_experiment():
+    data = {
+        "date": "d", "quick": True, "repeat": 1, "path": "/p", "machine": {}, "notes": [],
+        "modules": [], "experiments": [],
+        "targets": [{"what": "pick within 10%", "experiment": "guest/raw-sparse/randread",
+                     "variant": "pick", "against": "nova", "at_least": 0.9, "measured": 0.5,
+                     "met": False}],
+    }  # fmt: skip
+    row = next(line for line in report.markdown(data).splitlines() if "pick within" in line)
+    assert row.startswith("| guest/raw-sparse/randread | pick within 10% | pick | nova |")
+    assert row.endswith("| >= 0.9x | 0.50x | **no** |")
+
+
 def test_chart_names_are_file_names():
     assert report.chart_name("layouts/first-write") == "layouts_first-write.png"
     assert "/" not in report.chart_name("a/b c/d")
