@@ -133,7 +133,7 @@ def test_nfs_style_file_on_ext4(share, allocate, io):
         assert "not fully allocated" in result.io.reason
 
 
-@pytest.mark.parametrize(("preallocation", "io"), [("off", "io_uring"), ("falloc", "native")])
+@pytest.mark.parametrize(("preallocation", "io"), [("off", "threads"), ("falloc", "native")])
 def test_nfs_style_qcow2_against_its_virtual_size(share, preallocation, io):
     conf, directory, info = share
     info["data"]["format"] = "qcow2"
