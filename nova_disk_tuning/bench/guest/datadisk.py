@@ -150,8 +150,8 @@ class DataDisks:
     # -------------------------------------------------------------------- disks
 
     @contextlib.contextmanager
-    def configured(self, layout: GuestLayout) -> Iterator[ImageBackend]:
-        """The backend of ``layout``, with nova.conf set as a host running it would have it."""
+    def configured(self, layout: GuestLayout) -> Iterator[None]:
+        """nova.conf set as a host running ``layout`` would have it."""
         overrides = {
             ("DEFAULT", "instances_path"): str(self.instances),
             ("DEFAULT", "preallocate_images"): layout.preallocation,
@@ -163,23 +163,28 @@ class DataDisks:
         for (group, name), value in overrides.items():
             self.conf.set_override(name, value, None if group == "DEFAULT" else group)
         try:
-            backend: ImageBackend = loader.image_backend(self.conf)(self.conf)
-            yield backend
+            yield
         finally:
             for group, name in overrides:
                 self.conf.clear_override(name, None if group == "DEFAULT" else group)
+
+    @contextlib.contextmanager
+    def _backend(self, layout: GuestLayout) -> Iterator[ImageBackend]:
+        """The image backend of ``layout``, under :meth:`configured`."""
+        with self.configured(layout):
+            yield loader.image_backend(self.conf)(self.conf)
 
     def make(self, layout: GuestLayout, target: str = "vda") -> GuestDisk:
         """A fresh data disk of ``layout``; the backend measured it."""
         self._count += 1
         instance_dir = str(self.instances / f"{layout.name}-{self._count}")
-        with self.configured(layout) as backend:
+        with self._backend(layout) as backend:
             if layout.overlay:
                 return backend.create_root(instance_dir, target, self._overlay_base(), self.size)
             return backend.create_blank(instance_dir, target, self.size)
 
     def destroy(self, layout: GuestLayout, disk: GuestDisk) -> None:
-        with self.configured(layout) as backend:
+        with self._backend(layout) as backend:
             backend.destroy([disk])
         for path in disk.created:
             parent = os.path.dirname(path)

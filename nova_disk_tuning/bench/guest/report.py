@@ -154,11 +154,11 @@ def targets(entries: Sequence[dict[str, Any]]) -> list[Target]:
             best = max(rivals, key=lambda e: e["iops"])
             out.append(
                 Target(
-                    name,
-                    best["variant"],
-                    NEAR_BEST,
-                    "pick within 10% of the fastest safe cell",
-                    "pick",
+                    experiment=name,
+                    against=best["variant"],
+                    at_least=NEAR_BEST,
+                    what="pick within 10% of the fastest safe cell",
+                    variant="pick",
                 )
             )
         nova = mine.get("nova")
@@ -166,11 +166,11 @@ def targets(entries: Sequence[dict[str, Any]]) -> list[Target]:
             noise = max(_spread(pick), _spread(nova))
             out.append(
                 Target(
-                    name,
-                    "nova",
-                    round(1.0 - noise, 2),
-                    f"pick not slower than Nova beyond the noise ({noise:.0%})",
-                    "pick",
+                    experiment=name,
+                    against="nova",
+                    at_least=round(1.0 - noise, 2),
+                    what=f"pick not slower than Nova beyond the noise ({noise:.0%})",
+                    variant="pick",
                 )
             )
     return out

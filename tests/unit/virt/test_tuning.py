@@ -65,7 +65,7 @@ ROWS = [
         {"cache": ("none", "O_DIRECT"), "io": ("threads", "not fully allocated")},
     ),
     (
-        # A sparse file never gets native; io_uring where allowed, else threads.
+        # A sparse qcow2 file never gets native; io_uring where allowed, else threads.
         "sparse-qcow2-io-uring-kernel-disabled",
         raw_file(format="qcow2", **SPARSE),
         NO_URING_KERNEL,
