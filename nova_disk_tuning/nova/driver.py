@@ -1,7 +1,7 @@
 """``disk_tuning.LibvirtDriver``: Nova's libvirt driver, with the project's disks.
 
 A subclass of ``nova.virt.libvirt.driver.LibvirtDriver`` that overrides
-four seams and nothing else:
+five seams and nothing else:
 
 * ``_get_guest_config``: where every guest XML Nova builds comes from (spawn,
   hard reboot, rescue, resize; a live migration carries the running XML
@@ -9,6 +9,9 @@ four seams and nothing else:
   Nova renders it.
 * ``attach_volume`` / ``_get_volume_config``: a volume attached to a running
   guest gets the same per-disk decisions, and an IOThread of that guest.
+* ``_live_migration_operation``: where Nova rewrites each volume's XML for
+  the destination; a volume keeps the ``<driver>`` it runs with (tuning and
+  IOThread) instead of taking Nova's.
 * ``image_backend``: the project's preallocation, qcow2 overlays and image
   conversion in place of Nova's (:mod:`.imagebackend`);
 * ``_cleanup_lvm``: ``volume_clear = zero`` through the fast-zero chain.
@@ -20,6 +23,7 @@ Nova's, unchanged.
 from __future__ import annotations
 
 import collections
+import contextvars
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -39,10 +43,15 @@ from nova_disk_tuning.nova import imagebackend, privsep, render
 from nova_disk_tuning.nova.tune import describe, tune_config
 from nova_disk_tuning.storage import kernel
 from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.virt.libvirt.domxml.disk import LibvirtConfigGuestDisk
 from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps, version_from_int
 from nova_disk_tuning.virt.libvirt.tuning.policy import decide
 
 LOG = logging.getLogger(__name__)
+
+# The guest this thread is live-migrating (set by _live_migration_operation,
+# read by _get_volume_config while Nova rewrites the XML for the destination).
+_MIGRATING: contextvars.ContextVar[Any] = contextvars.ContextVar("ndt_migrating", default=None)
 
 
 class LibvirtDriver(nova_driver.LibvirtDriver):
@@ -190,10 +199,10 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
     def _get_volume_config(self, connection_info: Any, disk_info: Any) -> Any:
         conf = super()._get_volume_config(connection_info, disk_info)
         if id(connection_info) not in self._ndt_attach_threads:
-            # Not an attach: a guest config (tuned as a whole by
-            # _get_guest_config) or a live migration, where the
-            # connection_info is the destination host's and its device path
-            # means nothing here; both keep Nova's volume config.
+            migrating = _MIGRATING.get()
+            if migrating is not None:
+                return self._ndt_keep_driver(conf, migrating)
+            # A guest config: tuned as a whole by _get_guest_config.
             return conf
         conf = render.adopt(conf)
         thread = self._ndt_attach_threads[id(connection_info)]
@@ -215,6 +224,59 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
                 LOG.info("Volume %s: %s; iothread=%s", conf.target_dev, describe(tuning), thread)
         except Exception:
             LOG.exception("Disk tuning failed; the volume keeps Nova's settings")
+        return conf
+
+    # -- live migration ----------------------------------------------------------------
+
+    def _live_migration_operation(
+        self,
+        context: Any,
+        instance: Any,
+        dest: Any,
+        block_migration: Any,
+        migrate_data: Any,
+        guest: Any,
+        device_names: Any,
+    ) -> Any:
+        token = _MIGRATING.set(guest)
+        try:
+            return super()._live_migration_operation(
+                context, instance, dest, block_migration, migrate_data, guest, device_names
+            )
+        finally:
+            _MIGRATING.reset(token)
+
+    def _ndt_keep_driver(self, conf: Any, guest: Any) -> Any:
+        """Nova's volume config for the destination, with the ``<driver>`` values it runs with.
+
+        Nova replaces each volume's ``<driver>`` with the one it builds from
+        the destination's connection_info, dropping the tuning and the
+        IOThread binding. The connection_info is the destination's (its
+        device path means nothing here, so the volume cannot be measured
+        again); it is the same volume on the same storage, so the values
+        decided when it was attached or the guest was built still hold.
+        Local disks travel the same way in the running XML. A carried
+        ``io='io_uring'`` finds a QEMU that has it: Nova's conductor refuses a
+        destination whose hypervisor version is older than the source's
+        (unless ``[workarounds] skip_hypervisor_version_check_on_lm``); a
+        destination kernel with io_uring switched off is not detected.
+        """
+        try:
+            root = etree.fromstring(guest.get_xml_desc(dump_migratable=True).encode())
+            for element in root.iterfind("devices/disk"):
+                if conf.serial is None or element.findtext("serial") != conf.serial:
+                    continue
+                running = LibvirtConfigGuestDisk()
+                running.parse_dom(element)
+                conf = render.carry_driver(conf, running)
+                LOG.info(
+                    "Volume %s keeps its <driver> on the destination: %s",
+                    conf.serial,
+                    render.driver_summary(conf),
+                )
+                break
+        except Exception:
+            LOG.exception("Disk tuning failed; the volume takes Nova's settings on the destination")
         return conf
 
     def _ndt_next_iothread(self, instance: Any) -> int | None:

@@ -17,6 +17,10 @@ from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
 from nova_disk_tuning.virt.libvirt.domxml.disk_values import DRIVER_ATTRS
+from nova_disk_tuning.virt.libvirt.tuning.result import DiskTuning
+
+# The config attributes the policy decides (driver_cache, driver_io, ...).
+_DECIDED = tuple(DiskTuning.ATTRIBUTES.values())
 
 
 class TunedDisk(vconfig.LibvirtConfigGuestDisk):
@@ -77,3 +81,21 @@ def adopt(device: Any) -> Any:
     elif type(device) is vconfig.LibvirtConfigGuestController:
         device.__class__ = TunedController
     return device
+
+
+def carry_driver(device: Any, running: Any) -> Any:
+    """``device`` (adopted) with every ``<driver>`` value the policy decides taken from ``running``.
+
+    ``running`` is a disk parsed from a domain's XML. A value it lacks is set to
+    None, so ``device`` renders the same ``<driver>`` the disk has now.
+    """
+    device = adopt(device)
+    for attribute in _DECIDED:
+        setattr(device, attribute, getattr(running, attribute, None) or None)
+    return device
+
+
+def driver_summary(device: Any) -> str:
+    """``cache=none io=native iothread=2``: the ``<driver>`` values the policy decides."""
+    values = ((a.removeprefix("driver_"), getattr(device, a, None)) for a in _DECIDED)
+    return " ".join(f"{name}={value}" for name, value in values if value) or "(none)"
