@@ -40,6 +40,8 @@ GUEST_XML = "libvirt.xml"
 CONSOLE_LOG = "console.log"
 SPAWN_LOCK = ".spawn.lock"
 CLAIM_PREFIX = ".claim-"
+# A claim directory swept by other spawns this many times running is not retried.
+_CLAIM_ATTEMPTS = 5
 
 
 class SpawnClaim:
@@ -167,9 +169,7 @@ class InstanceStore:
             raise exception.InstanceExists(
                 name=f"{name} (the instance directory {target} exists: uuid {uuid} is taken)"
             )
-        staging = tempfile.mkdtemp(prefix=f"{CLAIM_PREFIX}{uuid}-", dir=self.root)
-        lock_fd = os.open(os.path.join(staging, SPAWN_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        staging, lock_fd = self._locked_claim_dir(uuid)
         record.state, record.pid = BUILDING, os.getpid()
         _write_atomic(os.path.join(staging, RECORD), _dumps(record))
         try:
@@ -205,15 +205,56 @@ class InstanceStore:
                 "(or its file system is read-only)"
             )
 
+    def _locked_claim_dir(self, uuid: str) -> tuple[str, int]:
+        """A new claim directory and its lock file, locked by this process.
+
+        The lock file exists a moment before it is locked. A concurrent
+        spawn's sweep may take it for a dead claim in that moment, lock it
+        and remove the directory; the lock is then ours only once the file is
+        gone (no links left), and a fresh directory is made. Seen with 16
+        concurrent spawns: ENOENT writing the record into a swept directory.
+        """
+        for _ in range(_CLAIM_ATTEMPTS):
+            staging = tempfile.mkdtemp(prefix=f"{CLAIM_PREFIX}{uuid}-", dir=self.root)
+            lock_fd = os.open(
+                os.path.join(staging, SPAWN_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            if os.fstat(lock_fd).st_nlink > 0:
+                return staging, lock_fd
+            os.close(lock_fd)
+            shutil.rmtree(staging, ignore_errors=True)
+        raise exception.StorageError(
+            operation="claim",
+            path=self.root,
+            reason=f"other spawns removed the claim directory of {uuid} "
+            f"{_CLAIM_ATTEMPTS} times running; run the spawn again",
+        )
+
     def _sweep_claims(self) -> None:
-        """Remove claim directories of spawns killed before their rename."""
+        """Remove claim directories of spawns killed before their rename.
+
+        Each is removed while this process holds its lock, so a spawn that is
+        just locking it waits, then finds it removed (see _locked_claim_dir).
+        """
         for entry in os.listdir(self.root):
+            if not entry.startswith(CLAIM_PREFIX):
+                continue  # only our claim directories
             path = os.path.join(self.root, entry)
-            lock = os.path.join(path, SPAWN_LOCK)
-            # Only our claim directories, and only once their owner is gone.
-            if entry.startswith(CLAIM_PREFIX) and os.path.exists(lock) and not flock_held(lock):
+            try:
+                fd = os.open(os.path.join(path, SPAWN_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # its spawn is alive
+            try:
                 shutil.rmtree(path, ignore_errors=True)
                 LOG.info("removed %s, left by a spawn that was killed", path)
+            finally:
+                os.close(fd)
 
     # Writing -------------------------------------------------------------------
 

@@ -269,3 +269,62 @@ def test_cache_backends_and_volume_drivers_share_one_probe(conf, tmp_path):
         assert backend.probe is driver.probe
         assert backend.qemu_img is driver.qemu_img
         assert backend.zeroer._probe is driver.probe
+
+
+def _sweep_before_first_lock(monkeypatch, other: InstanceStore) -> list[str]:
+    """Run ``other``'s sweep in the moment between a claim's lock file and its lock.
+
+    That is where a concurrent spawn's sweep found a lock nobody held yet
+    (16 concurrent spawns, ENOENT writing the record). Returns the claim
+    directories that existed when the sweep ran.
+    """
+    import fcntl as real_fcntl
+
+    from nova_disk_tuning.virt.libvirt import store as store_mod
+
+    seen: list[str] = []
+    real_flock = real_fcntl.flock
+
+    def flock(fd, operation):
+        if operation == real_fcntl.LOCK_EX and not seen:
+            seen.extend(e for e in os.listdir(other.root) if e.startswith(store_mod.CLAIM_PREFIX))
+            other._sweep_claims()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(store_mod.fcntl, "flock", flock)
+    return seen
+
+
+def test_a_claim_swept_before_its_lock_is_made_again(make_conf, monkeypatch):
+    conf = make_conf()
+    store = InstanceStore(conf)
+    store.check_root()
+    swept = _sweep_before_first_lock(monkeypatch, InstanceStore(conf))
+    uuid = "7d2e1f0a-3b4c-4d5e-8f6a-7b8c9d0e1f2a"
+    claim = store.claim(InstanceRecord(name="vm", uuid=uuid))
+    try:
+        assert len(swept) == 1  # the first claim directory was there, unlocked, and swept
+        assert not os.path.exists(os.path.join(store.root, swept[0]))
+        assert store.read(uuid) is not None and store.owner_alive(uuid)
+        assert not [e for e in os.listdir(store.root) if e.startswith(".claim-")]
+    finally:
+        claim.release()
+
+
+def test_a_sweep_leaves_a_locked_claim_and_removes_a_dead_one(make_conf):
+    import fcntl
+
+    store = InstanceStore(make_conf())
+    store.check_root()
+    alive = os.path.join(store.root, ".claim-alive-x")
+    dead = os.path.join(store.root, ".claim-dead-y")
+    for path in (alive, dead):
+        os.makedirs(path)
+        open(os.path.join(path, ".spawn.lock"), "w").close()
+    held = os.open(os.path.join(alive, ".spawn.lock"), os.O_RDWR)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        store._sweep_claims()
+        assert os.path.isdir(alive) and not os.path.exists(dead)
+    finally:
+        os.close(held)
