@@ -9,14 +9,16 @@ The parts, one module each:
   (written from the JSON document, so both say the same);
 - :mod:`~nova_disk_tuning.bench.charts`: one PNG chart per experiment.
 
-:func:`write_all` writes them all; the names of the parts are importable
-from here too.
+:func:`write_all` writes them all; :func:`render_again` writes report.md and
+the charts again from a results.json alone. The names of the parts are
+importable from here too.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from nova_disk_tuning.bench.charts import NO_CHARTS, chart_name, write_charts
@@ -50,6 +52,7 @@ __all__ = [
     "fmt_ratio",
     "fmt_value",
     "markdown",
+    "render_again",
     "summarize",
     "table_rows",
     "to_json",
@@ -77,10 +80,50 @@ def write_all(
     if charts is None:
         data["notes"].append(NO_CHARTS)
     data.update(extra or {})
+    _write(data, outdir, extra_markdown)
+    return data
+
+
+def render_again(
+    outdir: str,
+    targets: Callable[[dict[str, Any]], Iterable[Target] | None] | None = None,
+    extra_markdown: Callable[[dict[str, Any]], str] | None = None,
+) -> dict[str, Any]:
+    """report.md, the charts and the checked targets of ``outdir/results.json``, written again.
+
+    Nothing is measured: a run made before the report changed gets the
+    current report. ``targets`` gives the targets to hold the run to from the
+    document (None: the ones it holds). Raises OSError, ValueError or
+    KeyError for a missing or foreign results.json.
+    """
+    with open(os.path.join(outdir, "results.json"), encoding="utf-8") as handle:
+        data = json.load(handle)
+    rows = [Row(**entry) for experiment in data["experiments"] for entry in experiment["results"]]
+    charts = write_charts(rows, outdir)
+    for experiment in data["experiments"]:
+        experiment["chart"] = (charts or {}).get(experiment["name"])
+    if charts is None and NO_CHARTS not in data["notes"]:
+        data["notes"].append(NO_CHARTS)
+    held = targets(data) if targets is not None else None
+    if held is None:
+        held = [
+            Target(t["experiment"], t["against"], t["at_least"], t["what"], t["variant"])
+            for t in data["targets"]
+        ]
+    data["targets"] = check_targets(rows, held)
+    _write(data, outdir, extra_markdown)
+    return data
+
+
+def _write(
+    data: dict[str, Any],
+    outdir: str,
+    extra_markdown: Callable[[dict[str, Any]], str] | None,
+) -> None:
     write_json(data, os.path.join(outdir, "results.json"))
     text = markdown(data)
-    if extra_markdown is not None:
-        text += "\n" + extra_markdown(data)
+    more = extra_markdown(data) if extra_markdown is not None else ""
+    if more:
+        text += "\n" + more
     with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
-    return data

@@ -68,7 +68,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append("| machine | |")
     lines.append("|---|---|")
-    for key, value in data["machine"].items():
+    for key, value in sorted(data["machine"].items()):  # as results.json has them
         lines.append(f"| {key} | {_md_cell(str(value))} |")
     lines.append("")
     lines.append(

@@ -15,6 +15,7 @@ import sys
 from oslo_config import cfg
 
 from nova_disk_tuning.bench import harness, report
+from nova_disk_tuning.bench.guest import report as guest_report
 from nova_disk_tuning.cmd import bench_guest, common
 
 
@@ -61,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"Repetitions per variant (default: {harness.FULL_REPEAT}, "
         f"{harness.QUICK_REPEAT} with --quick).",
     )
+    parser.add_argument(
+        "--render",
+        metavar="DIR",
+        help="Measure nothing: write report.md, the charts and the targets again from "
+        "DIR/results.json (a run made before the report changed).",
+    )
     parser.set_defaults(func=handler)
     # `bench guest`: its own options; plain `bench` runs the host-side experiments.
     experiments = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT")
@@ -68,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
+    if args.render:
+        return _render(args.render)
     if args.repeat is not None and args.repeat < 1:
         print("nova-disk-tuning bench: --repeat must be at least 1", file=sys.stderr)
         return 2
@@ -91,6 +100,33 @@ def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         charts = "" if report.NO_CHARTS in data["notes"] else " and charts"
         print(f"Report: {os.path.join(args.output, 'report.md')}, results.json{charts} there.")
     return 1 if bench.failed else 0
+
+
+def _render(outdir: str) -> int:
+    try:
+        data = report.render_again(
+            outdir,
+            targets=lambda d: guest_report.targets(d["results"]) if "guest" in d else None,
+            extra_markdown=lambda d: guest_report.markdown(d) if "guest" in d else "",
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = f"not the results.json of a bench run ({type(exc).__name__}: {exc})"
+    else:
+        missed = sum(1 for t in data["targets"] if t["met"] is False)
+        print(
+            f"Report: {os.path.join(outdir, 'report.md')} written again "
+            f"({len(data['targets'])} targets, {missed} not met)."
+        )
+        return 0
+    where = os.path.join(outdir, "results.json")
+    print(
+        f"nova-disk-tuning bench: cannot render {where}: {reason}; "
+        "give the --output directory of a bench run",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _print_tables(data: dict) -> None:

@@ -168,7 +168,8 @@ def targets(entries: Sequence[dict[str, Any]]) -> list[Target]:
                 Target(
                     experiment=name,
                     against="nova",
-                    at_least=round(1.0 - noise, 2),
+                    # A spread past 100% would ask for a negative ratio.
+                    at_least=max(0.0, round(1.0 - noise, 2)),
                     what=f"pick not slower than Nova beyond the noise ({noise:.0%})",
                     variant="pick",
                 )

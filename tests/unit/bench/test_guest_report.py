@@ -139,6 +139,9 @@ def test_targets_hold_the_pick_to_the_fastest_safe_cell_and_to_nova():
     assert missed["pick within 10% of the fastest safe cell"]["against"] == "defaults"
     assert not missed["pick within 10% of the fastest safe cell"]["met"]
     assert not missed["pick not slower than Nova beyond the noise"]["met"]
+    # Noise wider than the median itself: the bar stops at 0, never below.
+    wild = _checked([_entry("pick", [100, 100, 400]), _entry("nova", [300, 300])])
+    assert wild["pick not slower than Nova beyond the noise"]["at_least"] == 0.0
     # No pick measured: nothing to hold.
     assert guest_report.targets([_entry("nova", [1, 1])]) == []
 

@@ -11,6 +11,7 @@ import pytest
 
 from nova_disk_tuning.bench import harness, report
 from nova_disk_tuning.bench.model import Result
+from nova_disk_tuning.cmd import main
 
 
 def _result(variant: str, seconds: list[float], **kwargs) -> Result:
@@ -201,3 +202,55 @@ def test_runtime_requirements_leave_matplotlib_to_the_bench_extra():
     plotting = [r for r in requires if r.lower().startswith("matplotlib")]
     assert plotting, "the bench extra must still name matplotlib"
     assert all('extra == "bench"' in r for r in plotting), plotting
+
+
+def _written(tmp_path) -> tuple[str, dict]:
+    return (tmp_path / "report.md").read_text(), json.loads((tmp_path / "results.json").read_text())
+
+
+def test_render_again_writes_the_same_report_from_results_json(tmp_path):
+    bench = _bench_run(
+        [_result("default", [2.0, 2.2]), _result("tuned", [1.0, 1.1], baseline="default")]
+    )
+    bench.experiments[0].targets = [report.Target("exp/a", "default", 1.5, "tuned 1.5x", "tuned")]
+    report.write_all(bench, str(tmp_path))
+    before = _written(tmp_path)
+    (tmp_path / "report.md").unlink()
+    for png in tmp_path.glob("*.png"):
+        png.unlink()
+    data = report.render_again(str(tmp_path))
+    assert _written(tmp_path) == before
+    assert data["targets"][0]["met"] is True
+    assert (tmp_path / before[1]["experiments"][0]["chart"]).stat().st_size > 5000
+
+
+def test_render_again_holds_the_run_to_new_targets(tmp_path):
+    bench = _bench_run(
+        [_result("default", [2.0, 2.2]), _result("tuned", [1.0, 1.1], baseline="default")]
+    )
+    report.write_all(bench, str(tmp_path))
+    stricter = [report.Target("exp/a", "default", 3.0, "tuned 3x", "tuned")]
+    data = report.render_again(
+        str(tmp_path), targets=lambda d: stricter, extra_markdown=lambda d: "## More\n"
+    )
+    assert [(t["what"], t["met"]) for t in data["targets"]] == [("tuned 3x", False)]
+    text, on_disk = _written(tmp_path)
+    assert "| exp/a | tuned 3x | tuned | default | >= 3x | 2.00x | **no** |" in text
+    assert text.endswith("\n## More\n")
+    assert on_disk["targets"] == data["targets"]
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"experiments": 1}'])
+def test_render_cli_refuses_what_is_not_a_run_in_one_line(tmp_path, capsys, content):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    (tmp_path / "nova.conf").write_text(f"[DEFAULT]\ninstances_path = {tmp_path}\n")
+    rc = main.main(
+        ["--config-file", str(tmp_path / "nova.conf"), "bench", "--render", str(tmp_path)]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"cannot render {tmp_path}/results.json" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "report.md").exists()
