@@ -97,7 +97,7 @@ def render_again(
     KeyError for a missing or foreign results.json.
     """
     with open(os.path.join(outdir, "results.json"), encoding="utf-8") as handle:
-        data = json.load(handle)
+        data: dict[str, Any] = json.load(handle)
     rows = [Row(**entry) for experiment in data["experiments"] for entry in experiment["results"]]
     charts = write_charts(rows, outdir)
     for experiment in data["experiments"]:
@@ -120,10 +120,11 @@ def _write(
     outdir: str,
     extra_markdown: Callable[[dict[str, Any]], str] | None,
 ) -> None:
-    write_json(data, os.path.join(outdir, "results.json"))
+    # The text first: a document it cannot render leaves results.json as it was.
     text = markdown(data)
     more = extra_markdown(data) if extra_markdown is not None else ""
     if more:
         text += "\n" + more
+    write_json(data, os.path.join(outdir, "results.json"))
     with open(os.path.join(outdir, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(text)

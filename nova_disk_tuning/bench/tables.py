@@ -68,7 +68,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines.append("")
     lines.append("| machine | |")
     lines.append("|---|---|")
-    for key, value in sorted(data["machine"].items()):  # as results.json has them
+    # Sorted: the same whether rendered at once or from results.json (keys sorted).
+    for key, value in sorted(data["machine"].items()):
         lines.append(f"| {key} | {_md_cell(str(value))} |")
     lines.append("")
     lines.append(

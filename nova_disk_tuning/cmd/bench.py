@@ -111,7 +111,7 @@ def _render(outdir: str) -> int:
         )
     except OSError as exc:
         reason = exc.strerror or str(exc)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"not the results.json of a bench run ({type(exc).__name__}: {exc})"
     else:
         missed = sum(1 for t in data["targets"] if t["met"] is False)

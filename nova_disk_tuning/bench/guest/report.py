@@ -321,7 +321,9 @@ def layout_table(
 
 def markdown(data: dict[str, Any]) -> str:
     """The in-guest section of report.md: one table per layout."""
-    job_names = list(data["guest"]["jobs"])
+    # In the order fio ran them (results.json stores its keys sorted).
+    ordered = [name for name in guest_jobs.JOB_NAMES if name in data["guest"]["jobs"]]
+    job_names = ordered + sorted(set(data["guest"]["jobs"]) - set(ordered))
     lines = [
         "## In the guest: IOPS per layout, variant and job",
         "",

@@ -40,7 +40,7 @@ GUEST_XML = "libvirt.xml"
 CONSOLE_LOG = "console.log"
 SPAWN_LOCK = ".spawn.lock"
 CLAIM_PREFIX = ".claim-"
-# A claim directory swept by other spawns this many times running is not retried.
+# Attempts at a claim directory (each swept by another spawn) before giving up.
 _CLAIM_ATTEMPTS = 5
 
 
@@ -216,12 +216,21 @@ class InstanceStore:
         """
         for _ in range(_CLAIM_ATTEMPTS):
             staging = tempfile.mkdtemp(prefix=f"{CLAIM_PREFIX}{uuid}-", dir=self.root)
-            lock_fd = os.open(
-                os.path.join(staging, SPAWN_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            if os.fstat(lock_fd).st_nlink > 0:
-                return staging, lock_fd
+            lock_fd = -1
+            try:
+                lock_fd = os.open(
+                    os.path.join(staging, SPAWN_LOCK),
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                    0o600,
+                )
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+                if os.fstat(lock_fd).st_nlink > 0:
+                    return staging, lock_fd
+            except OSError:
+                if lock_fd >= 0:
+                    os.close(lock_fd)
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             os.close(lock_fd)
             shutil.rmtree(staging, ignore_errors=True)
         raise exception.StorageError(
@@ -247,12 +256,12 @@ class InstanceStore:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # its spawn is alive
-            try:
+                if os.fstat(fd).st_nlink == 0:
+                    continue  # another sweep removed it meanwhile
                 shutil.rmtree(path, ignore_errors=True)
-                LOG.info("removed %s, left by a spawn that was killed", path)
+                LOG.info("removed %s, an unlocked claim (its spawn was killed)", path)
+            except BlockingIOError:
+                continue  # its spawn is alive
             finally:
                 os.close(fd)
 

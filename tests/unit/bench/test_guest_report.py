@@ -9,7 +9,7 @@ import pytest
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.bench import summary
-from nova_disk_tuning.bench.guest import matrix, procs
+from nova_disk_tuning.bench.guest import jobs, matrix, procs
 from nova_disk_tuning.bench.guest import report as guest_report
 from nova_disk_tuning.bench.guest.jobs import JOBS, FioResult
 from nova_disk_tuning.bench.guest.run import FULL, QUICK, Cell, GuestBench, estimate_seconds
@@ -154,3 +154,19 @@ def test_reaper_leaves_a_pid_that_runs_another_program(tmp_path: Path):
     assert procs.reap_pidfiles(tmp_path) == []
     assert procs.pid_from(run / "qemu" / "g.pid", ("python",)) == os.getpid()
     assert procs.pid_from(run / "qemu" / "g.pid", ("python",), marker="not-in-argv") is None
+
+
+def test_in_guest_tables_keep_fio_order_after_a_round_trip_through_results_json():
+    # results.json stores keys sorted; the columns stay in the order fio ran the jobs.
+    jobs_sorted = {name: {"fio": "", "title": name} for name in sorted(jobs.JOB_NAMES)}
+    entry = {"layout": "raw-sparse", "variant": "pick", "iops": 1.0, "iops_min": 1.0,
+             "iops_max": 1.0, "chosen": True, "safe": True, "ratio_defaults": None,
+             "ratio_nova": None}  # fmt: skip
+    data = {
+        "guest": {"jobs": jobs_sorted},
+        "results": [dict(entry, job=name) for name in jobs.JOB_NAMES],
+        "host_bound": [],
+    }
+    header = next(line for line in guest_report.markdown(data).splitlines() if "| variant" in line)
+    assert header == "| variant (* pick, ! unsafe) | " + " | ".join(jobs.JOB_NAMES) + " |"
+    assert list(jobs.JOB_NAMES) != sorted(jobs.JOB_NAMES)  # else this test proves nothing
