@@ -105,6 +105,10 @@ class InvalidDiskConfig(NovaDiskTuningException):
     msg_fmt = "Invalid disk configuration for %(disk)s: %(reason)s"
 
 
+class DiskNotFound(InvalidDiskConfig):
+    """The file or device a disk names does not exist."""
+
+
 class VolumeDriverError(NovaDiskTuningException):
     msg_fmt = "Volume driver %(driver)s cannot attach the volume: %(reason)s"
 

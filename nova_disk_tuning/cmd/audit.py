@@ -1,6 +1,6 @@
 """``nova-disk-tuning audit``: check existing domains' disks against the policy.
 
-The logic is :mod:`nova_disk_tuning.virt.libvirt.audit`; this module parses
+The logic is :mod:`nova_disk_tuning.audit`; this module parses
 the command line, measures disks the way ``explain`` does, and prints the
 findings as a table or JSON. Exit codes are part of the interface (scripts
 and monitoring use them): see ``EPILOG``.
@@ -14,13 +14,13 @@ import sys
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from nova_disk_tuning import exception
+from nova_disk_tuning import audit, exception
 from nova_disk_tuning.cmd import common
+from nova_disk_tuning.host import Host
 from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.policy import measure
+from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import audit, measure
-from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 
 LOG = logging.getLogger(__name__)
 
@@ -124,19 +124,17 @@ def measurer(conf: cfg.ConfigOpts) -> audit.Measure:
     qemu_img = QemuImg(conf, probe=probe)
 
     def measure_source(source: audit.DiskSource) -> DiskFacts:
-        spec = measure.DiskSpec(
-            path=source.path or "",
+        return measure.measure_local(
+            source.path or "",
             name=source.name,
+            probe=probe,
+            qemu_img=qemu_img,
             format=source.format,
-            type=source.source_type,
+            source_type=source.source_type,
             bus=source.bus,
             shareable=source.shareable,
+            driver="audit",
         )
-        facts = measure.measure_disk(spec, source.name, probe, qemu_img)
-        # The XML cannot say whether a backend preallocated the file; a file
-        # whose allocation covers its size is what preallocation leaves.
-        preallocated = facts.source_type == "file" and bool(facts.allocation_covers_size)
-        return facts.replace(driver="audit", preallocated=preallocated)
 
     return measure_source
 

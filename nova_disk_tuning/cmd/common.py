@@ -11,7 +11,7 @@ from typing import Any
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import loader
+from nova_disk_tuning.agent import loader
 
 # The compute driver the commands use (nova_disk_tuning.compute_drivers).
 DRIVER_NAME = "libvirt"

@@ -5,7 +5,7 @@ For disks named on the command line, the command measures the facts itself
 exactly as an image backend would, asks libvirt for the host's capabilities
 and prints every decision with its reason. :func:`explanation_rows` and
 :func:`render_explanation` take a finished
-:class:`~nova_disk_tuning.virt.libvirt.tuning.policy.GuestTuning`, so explaining a
+:class:`~nova_disk_tuning.policy.decide.GuestTuning`, so explaining a
 defined instance reuses them unchanged.
 """
 
@@ -17,16 +17,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
-from nova_disk_tuning import exception
+from nova_disk_tuning import audit, exception
+from nova_disk_tuning.agent import loader
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.cmd.audit import measurer
+from nova_disk_tuning.domxml.targets import TargetNames
+from nova_disk_tuning.host import Host
 from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.policy import measure
+from nova_disk_tuning.policy.decide import GuestTuning, tune_guest
+from nova_disk_tuning.policy.facts import DiskFacts, format_version
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import audit, measure
-from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, format_version
-from nova_disk_tuning.virt.libvirt.tuning.policy import GuestTuning, tune_guest
+
+LOG = logging.getLogger(__name__)
 
 COLUMNS = ("disk", "setting", "value", "reason")
 
@@ -52,9 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         metavar="SPEC",
         help="path=PATH[,name=vda][,format=raw|qcow2][,type=file|block][,bus=virtio|scsi|sata]"
-        "[,volume=DRIVER][,shareable][,preallocated] (repeatable). format and type are "
-        "detected when omitted; volume=iscsi (any volume driver) explains the disk as a "
-        "volume that driver attached.",
+        "[,volume=DRIVER][,shareable] (repeatable). format and type are detected when "
+        "omitted, and whether the disk is preallocated is measured; volume=iscsi (any "
+        "volume driver) explains the disk as a volume that driver attached.",
     )
     parser.add_argument("--vcpus", type=int, default=1, help="vCPUs of the guest (queues).")
     parser.add_argument(
@@ -84,11 +89,9 @@ def explain_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         raise exception.InvalidConfig(
             reason="explain needs an instance NAME or at least one --disk SPEC"
         )
-    specs = [measure.parse_disk_spec(text) for text in args.disk]
+    specs = [parse_disk_spec(text) for text in args.disk]
     extra_specs = common.parse_extra_specs(args.extra_spec)
-    probe = StorageProbe()
-    measured = measure.measure_disks(specs, probe, QemuImg(conf, probe=probe))
-    facts = [measure.as_volume(f, spec, conf) for f, spec in zip(measured, specs, strict=True)]
+    facts = measure_specs(specs, conf)
     # Versions are all explain needs: a read-only connection works for
     # users outside the libvirt group.
     with Host(conf, read_only=True) as host:
@@ -96,6 +99,82 @@ def explain_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     tuning = tune_guest(facts, caps, conf, args.vcpus, extra_specs)
     render_explanation(tuning, facts, as_json=args.json)
     return 0
+
+
+# --disk -------------------------------------------------------------------------
+
+SPEC_KEYS = ("path", "name", "format", "type", "bus", "volume")
+SPEC_FLAGS = ("shareable",)
+# Accepted and ignored: whether a disk is preallocated is measured now.
+SPEC_IGNORED_FLAGS = ("preallocated",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskSpec:
+    """One ``--disk`` argument: what the operator said; the rest is measured."""
+
+    path: str
+    name: str | None = None
+    format: str | None = None
+    type: str | None = None
+    bus: str = "virtio"
+    shareable: bool = False
+    # A volume driver's name (driver_volume_type): the disk is a volume it
+    # attached, with that driver's AIO preference.
+    volume: str | None = None
+
+
+def parse_disk_spec(text: str) -> DiskSpec:
+    values: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep and key in SPEC_FLAGS:
+            values[key] = True
+        elif not sep and key in SPEC_IGNORED_FLAGS:
+            LOG.warning("--disk %s: %r is measured now; the flag is ignored", text, key)
+        elif sep and key in SPEC_KEYS and value:
+            values[key] = value.strip()
+        else:
+            raise exception.InvalidConfig(
+                reason=f"--disk {text!r}: cannot use {item!r}. Use key=value with key in "
+                f"{', '.join(SPEC_KEYS)}, or the flags {', '.join(SPEC_FLAGS)}."
+            )
+    if "path" not in values:
+        raise exception.InvalidConfig(reason=f"--disk {text!r} needs path=PATH")
+    if values.get("type") not in (None, "file", "block"):
+        raise exception.InvalidConfig(reason=f"--disk {text!r}: type must be file or block")
+    return DiskSpec(**values)
+
+
+def measure_specs(specs: Sequence[DiskSpec], conf: cfg.ConfigOpts) -> list[DiskFacts]:
+    """Each ``--disk`` measured as every disk is; unnamed ones get the next free target."""
+    probe = StorageProbe()
+    qemu_img = QemuImg(conf, probe=probe)
+    targets = TargetNames()
+    for spec in specs:
+        if spec.name is not None:
+            targets.take(spec.name)
+    facts = []
+    for spec in specs:
+        measured = measure.measure_local(
+            spec.path,
+            name=spec.name or targets.next(spec.bus),
+            probe=probe,
+            qemu_img=qemu_img,
+            format=spec.format,
+            source_type=spec.type,
+            bus=spec.bus,
+            shareable=spec.shareable,
+            driver="explain",
+        )
+        if spec.volume is not None:
+            # The volume driver's own hint (a third-party driver may have one).
+            info = {"driver_volume_type": spec.volume, "data": {}}
+            driver = loader.volume_driver(spec.volume)(conf, probe, qemu_img)
+            measured = measure.as_volume(measured, info, driver.aio_hint(info))
+        facts.append(measured)
+    return facts
 
 
 def _domain_tuning(name: str, conf: cfg.ConfigOpts) -> tuple[GuestTuning, list[DiskFacts]]:
@@ -140,7 +219,7 @@ def explanation_dict(
 ) -> dict[str, Any]:
     data = tuning.to_dict()
     if facts is not None:
-        data["facts"] = [dataclasses.asdict(f) for f in facts]
+        data["facts"] = [f.to_dict() for f in facts]
     return data
 
 

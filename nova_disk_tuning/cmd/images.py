@@ -14,8 +14,8 @@ from nova_disk_tuning.cmd import common
 from nova_disk_tuning.common import units
 from nova_disk_tuning.images import publish
 from nova_disk_tuning.images.cache import ImageCache
+from nova_disk_tuning.images.inspection import ImageSafety
 from nova_disk_tuning.images.qemu_img import QemuImg
-from nova_disk_tuning.images.safety import ImageSafety
 
 FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "qed")
 

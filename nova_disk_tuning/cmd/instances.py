@@ -29,9 +29,9 @@ from typing import Any
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance, image_id_for_path
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.common import units
-from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance, image_id_for_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,7 +1,10 @@
 """Entry point of ``nova-disk-tuning``.
 
 Each command lives in its own module with ``register(subparsers)``; the
-parser stores the handler in ``args.func(args, conf) -> int``.
+parser stores the handler in ``args.func(args, conf) -> int``. Commands of
+other distributions come by entry point (group ``nova_disk_tuning.commands``):
+``bench`` is the benchmarks' (``pip install 'nova-disk-tuning[bench]'``),
+which compute nodes do not install.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from importlib import metadata
 from types import FrameType
 from typing import Any
 
@@ -24,12 +28,20 @@ from nova_disk_tuning import exception
 COMMAND_MODULES = (
     "nova_disk_tuning.cmd.host_disks",
     "nova_disk_tuning.cmd.images",
-    "nova_disk_tuning.cmd.bench",
     "nova_disk_tuning.cmd.explain",
     "nova_disk_tuning.cmd.audit",
     "nova_disk_tuning.cmd.instances",
     "nova_disk_tuning.cmd.demo",
 )
+# Entry points of other distributions' commands: name = module with register().
+COMMANDS_GROUP = "nova_disk_tuning.commands"
+# Commands this package names although another distribution provides them.
+OPTIONAL_COMMANDS = {
+    "bench": (
+        "Benchmark disk layouts, conversion and zeroing (not installed).",
+        "pip install 'nova-disk-tuning[bench]'",
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    plugged = set()
+    for entry in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        plugged.add(entry.name)
+        try:
+            module = entry.load()
+        except Exception as exc:  # one broken plug-in must not break every command
+            reason = f"it cannot be loaded ({entry.value}: {exc}); reinstall its package"
+            _unavailable(subparsers, entry.name, "(cannot be loaded)", reason)
+            continue
+        module.register(subparsers)
+    for name, (summary, install) in OPTIONAL_COMMANDS.items():
+        if name not in plugged:
+            _unavailable(subparsers, name, summary, f"it is not installed; {install}")
     return parser
+
+
+def _unavailable(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, reason: str
+) -> None:
+    """``name`` as a command that fails in one line saying why and what to do."""
+    parser = subparsers.add_parser(name, help=summary, add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def handler(_args: argparse.Namespace, _conf: Any) -> int:
+        raise exception.InvalidConfig(reason=f"the {name} command is unavailable: {reason}")
+
+    parser.set_defaults(func=handler)
 
 
 def _config_files(args: argparse.Namespace) -> list[str]:

@@ -34,7 +34,7 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
-from nova_disk_tuning.images import diskops, fetch, safety
+from nova_disk_tuning.images import diskops, fetch, inspection
 from nova_disk_tuning.images.cache_entry import (
     ENTRY_NAME,
     fsync_file,
@@ -97,12 +97,12 @@ class ImageCache:
         conf: cfg.ConfigOpts,
         qemu_img: QemuImg | None = None,
         fetchers: Mapping[str, fetch.Fetcher] | None = None,
-        image_safety: safety.ImageSafety | None = None,
+        image_safety: inspection.ImageSafety | None = None,
     ) -> None:
         self.conf = conf
         self.qemu_img = qemu_img or QemuImg(conf)
         self.fetchers = fetch.FetcherRegistry(fetchers)
-        self.safety = image_safety or safety.ImageSafety()
+        self.safety = image_safety or inspection.ImageSafety()
 
     # -- where things are (read from config when used) ---------------------------
 

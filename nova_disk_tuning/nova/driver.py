@@ -36,16 +36,16 @@ from nova.virt.libvirt import driver as nova_driver
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 
+from nova_disk_tuning.domxml.disk import LibvirtConfigGuestDisk
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.nova import conf as nova_conf
 from nova_disk_tuning.nova import facts as nova_facts
 from nova_disk_tuning.nova import imagebackend, privsep, render
 from nova_disk_tuning.nova.tune import describe, tune_config
+from nova_disk_tuning.policy.decide import decide
+from nova_disk_tuning.policy.facts import HostCaps, version_from_int
 from nova_disk_tuning.storage import kernel
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt.domxml.disk import LibvirtConfigGuestDisk
-from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps, version_from_int
-from nova_disk_tuning.virt.libvirt.tuning.policy import decide
 
 LOG = logging.getLogger(__name__)
 
@@ -112,7 +112,6 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             measured, skipped = nova_facts.measure(
                 disks,
                 nova_facts.volumes_by_target(block_device_info),
-                CONF,
                 # A fresh probe per guest: device numbers are reused after a
                 # volume detach, so remembered verdicts could describe
                 # another device.
@@ -210,7 +209,6 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             measured, skipped = nova_facts.measure(
                 [conf],
                 {conf.target_dev: connection_info},
-                CONF,
                 StorageProbe(),
                 self._ndt_qemu_img,
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nova.api.validation.extra_specs import base
 
-from nova_disk_tuning.virt.libvirt.tuning.iothreads import EXTRA_SPEC
+from nova_disk_tuning.policy.iothreads import EXTRA_SPEC
 
 EXTRA_SPEC_VALIDATORS = [
     base.ExtraSpecValidator(

@@ -1,9 +1,10 @@
 """Facts about the disks of a guest config Nova built, measured on this host.
 
 Nova has created every local disk before it builds the guest config (spawn,
-hard reboot, resize) and has connected every volume, so each disk can be
-measured the way ``nova-disk-tuning explain --disk`` measures one: the same
-:func:`~nova_disk_tuning.virt.libvirt.measure.measure_disk`, the same probe.
+hard reboot, resize) and has connected every volume, so each disk is
+measured as every disk is (:mod:`nova_disk_tuning.policy.measure`), and a
+volume carries its transport's AIO hint
+(:mod:`nova_disk_tuning.policy.transports`).
 
 A disk that cannot be measured (a path that is gone, a probe error) is left
 out: the caller keeps Nova's own settings for it and logs why. Tuning must
@@ -16,17 +17,14 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.conf import preallocation
 from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.policy import transports
+from nova_disk_tuning.policy.facts import DiskFacts
+from nova_disk_tuning.policy.measure import as_volume, measure_local, measure_network
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import loader
-from nova_disk_tuning.virt.libvirt.measure import DiskSpec, measure_disk
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
-from nova_disk_tuning.virt.libvirt.volume.base import requested_discard
 
 LOG = logging.getLogger(__name__)
 
@@ -56,7 +54,6 @@ def volumes_by_target(block_device_info: Mapping[str, Any] | None) -> dict[str, 
 def measure(
     disks: Iterable[Any],
     volumes: Mapping[str, Mapping[str, Any]],
-    conf: cfg.ConfigOpts,
     probe: StorageProbe,
     qemu_img: QemuImg,
 ) -> tuple[list[DiskFacts], list[Skipped]]:
@@ -68,7 +65,7 @@ def measure(
         if disk.source_device not in TUNED_DEVICES:
             continue
         try:
-            facts.append(_measure_one(disk, volumes.get(target), conf, probe, qemu_img))
+            facts.append(_measure_one(disk, volumes.get(target), probe, qemu_img))
         except (exception.NovaDiskTuningException, OSError, ValueError) as exc:
             skipped.append(Skipped(target, str(exc)))
     return facts, skipped
@@ -77,7 +74,6 @@ def measure(
 def _measure_one(
     disk: Any,
     connection_info: Mapping[str, Any] | None,
-    conf: cfg.ConfigOpts,
     probe: StorageProbe,
     qemu_img: QemuImg,
 ) -> DiskFacts:
@@ -85,47 +81,29 @@ def _measure_one(
     shareable = bool(getattr(disk, "shareable", False))
     volume_type = (connection_info or {}).get("driver_volume_type")
     if disk.source_type == "network":
-        facts = DiskFacts(
-            name=disk.target_dev,
-            source_type="network",
+        facts = measure_network(
+            disk.target_dev,
             format=disk.driver_format or "raw",
             bus=bus,
             shareable=shareable,
             driver=volume_type or "network",
         )
     elif disk.source_type in ("file", "block") and disk.source_path:
-        spec = DiskSpec(
-            path=disk.source_path,
+        facts = measure_local(
+            disk.source_path,
             name=disk.target_dev,
+            probe=probe,
+            qemu_img=qemu_img,
             format=disk.driver_format,
-            type=disk.source_type,
+            source_type=disk.source_type,
             bus=bus,
             shareable=shareable,
-            # Nova's backends fallocate local disks when asked to; volumes
-            # are the storage's business.
-            preallocated=connection_info is None and preallocation(conf) != "none",
+            driver="nova-volume" if connection_info else "nova-image",
         )
-        facts = measure_disk(spec, disk.target_dev, probe, qemu_img)
-        facts = facts.replace(driver="nova-volume" if connection_info else "nova-image")
     else:
         raise exception.InvalidDiskConfig(
             disk=disk.target_dev, reason=f"source type {disk.source_type!r} without a path"
         )
     if connection_info is None:
         return facts
-    return facts.replace(
-        is_volume=True,
-        driver=volume_type,
-        aio_hint=_hint(connection_info, conf),
-        discard=requested_discard(connection_info.get("data") or {}),
-    )
-
-
-def _hint(connection_info: Mapping[str, Any], conf: cfg.ConfigOpts) -> str | None:
-    """The AIO preference of the project's volume driver for this transport, if it has one."""
-    name = connection_info.get("driver_volume_type")
-    if not name or name not in loader.installed(loader.VOLUME_DRIVERS):
-        return None
-    driver = loader.volume_driver(name)(conf, StorageProbe())
-    hint: str | None = driver.aio_hint(connection_info)
-    return hint
+    return as_volume(facts, connection_info, transports.aio_hint(volume_type))

@@ -31,8 +31,8 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.conf import preallocation
+from nova_disk_tuning.images.inspection import ImageSafety
 from nova_disk_tuning.images.qemu_img import QemuImg
-from nova_disk_tuning.images.safety import ImageSafety
 from nova_disk_tuning.nova import fetch
 from nova_disk_tuning.storage.preallocate import preallocate
 

@@ -6,7 +6,7 @@ its virtio-scsi controller has no ``<driver>`` at all. The policy sets the
 rest on the same objects under the project's attribute names
 (``driver_iothread``, ``driver_queues``, ...); the subclasses here render
 them after Nova's own rendering, through the one table of ``<driver>``
-attribute names (:data:`~nova_disk_tuning.virt.libvirt.domxml.disk_values.DRIVER_ATTRS`).
+attribute names (:data:`~nova_disk_tuning.domxml.disk_values.DRIVER_ATTRS`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
-from nova_disk_tuning.virt.libvirt.domxml.disk_values import DRIVER_ATTRS
-from nova_disk_tuning.virt.libvirt.tuning.result import DiskTuning
+from nova_disk_tuning.domxml.disk_values import DRIVER_ATTRS
+from nova_disk_tuning.policy.result import DiskTuning
 
 # The config attributes the policy decides (driver_cache, driver_io, ...).
 _DECIDED = tuple(DiskTuning.ATTRIBUTES.values())

@@ -10,9 +10,9 @@ from oslo_log import log as logging
 
 from nova_disk_tuning.nova import render
 from nova_disk_tuning.nova.facts import Skipped
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.tuning.policy import GuestTuning, tune_guest
-from nova_disk_tuning.virt.libvirt.tuning.result import DiskTuning
+from nova_disk_tuning.policy.decide import GuestTuning, tune_guest
+from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
+from nova_disk_tuning.policy.result import DiskTuning
 
 LOG = logging.getLogger(__name__)
 

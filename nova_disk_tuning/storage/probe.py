@@ -94,6 +94,27 @@ class StorageProbe:
     def is_block_device(self, path: str) -> bool:
         return blockdev.is_block_device(path)
 
+    def source_type(self, path: str) -> str:
+        """``file`` or ``block``: what the disk at ``path`` is to libvirt (symlinks followed).
+
+        A missing path is :class:`~nova_disk_tuning.exception.DiskNotFound`;
+        anything else (a directory, a FIFO, a character device) is refused
+        before anything opens it.
+        """
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise exception.DiskNotFound(
+                disk=path, reason="no such file or device; check the path"
+            ) from None
+        if stat.S_ISBLK(st.st_mode):
+            return "block"
+        if stat.S_ISREG(st.st_mode):
+            return "file"
+        raise exception.InvalidDiskConfig(
+            disk=path, reason="neither a regular file nor a block device"
+        )
+
     def allocation(self, path: str) -> Allocation:
         """The allocation state now (never cached: guests and zeroing change it)."""
         st = _stat(path, "allocation")

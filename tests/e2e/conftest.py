@@ -2,9 +2,9 @@
 
 Session fixtures:
 
-``guest_kit`` -> :class:`nova_disk_tuning.bench.guest.kit.GuestKit`
-    kernel + initramfs (the guest contract: ``nova_disk_tuning.bench.guest.console``).
-``libvirtd`` -> :class:`nova_disk_tuning.bench.guest.daemon.PrivateLibvirtd`
+``guest_kit`` -> :class:`nova_disk_tuning_bench.guest.kit.GuestKit`
+    kernel + initramfs (the guest contract: ``nova_disk_tuning_bench.guest.console``).
+``libvirtd`` -> :class:`nova_disk_tuning_bench.guest.daemon.PrivateLibvirtd`
     ``.uri`` for ``[libvirt] connection_uri``, ``.open()`` for a connection,
     ``.qemu_log(name)``, ``.qemu_pidfile(name)``, ``.diagnostics()``.
 
@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from nova_disk_tuning.bench.guest import console, domains, kit
-from nova_disk_tuning.bench.guest.daemon import PrivateLibvirtd, private_libvirtd
-from nova_disk_tuning.bench.guest.errors import GuestKitError, LibvirtdError
+from nova_disk_tuning_bench.guest import console, domains, kit
+from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd, private_libvirtd
+from nova_disk_tuning_bench.guest.errors import GuestKitError, LibvirtdError
 
 E2E_DIR = Path(__file__).parent
 NOT_ROOT = "e2e tests need root: a private libvirtd runs QEMU as root on loop/file disks"

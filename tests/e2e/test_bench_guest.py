@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from nova_disk_tuning.bench.guest import procs
-from nova_disk_tuning.bench.guest.jobs import JOB_NAMES
-from nova_disk_tuning.bench.guest.run import QUICK, WORKDIR
+from nova_disk_tuning_bench.guest import procs
+from nova_disk_tuning_bench.guest.jobs import JOB_NAMES
+from nova_disk_tuning_bench.guest.run import QUICK, WORKDIR
 
 NOT_ROOT = "bench guest needs root: a private libvirtd runs QEMU as root"
 FIELDS = {"layout": str, "variant": str, "job": str, "driver": str}

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from nova_disk_tuning.bench.guest import console as guest
-from nova_disk_tuning.bench.guest import domains, kit
+from nova_disk_tuning_bench.guest import console as guest
+from nova_disk_tuning_bench.guest import domains, kit
 
 MIB = 1024 * 1024
 

@@ -36,14 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nova_disk_tuning_bench.guest import console as guest
+from nova_disk_tuning_bench.guest import domains, kit
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
-from nova_disk_tuning.bench.guest import console as guest
-from nova_disk_tuning.bench.guest import domains, kit
+from nova_disk_tuning.agent.driver import LibvirtDriver
+from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance
 from nova_disk_tuning.images.sample import build_sample_image as build_image
-from nova_disk_tuning.virt.libvirt.driver import LibvirtDriver
-from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance
 
 MiB = 1 << 20
 BOOT_TIMEOUT = 240.0

@@ -16,12 +16,12 @@ import libvirt
 import pytest
 from lxml import etree
 
+from nova_disk_tuning import audit
+from nova_disk_tuning import domxml as config
 from nova_disk_tuning.cmd import audit as audit_cmd
 from nova_disk_tuning.cmd import main
-from nova_disk_tuning.virt.libvirt import audit
-from nova_disk_tuning.virt.libvirt import domxml as config
-from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
+from nova_disk_tuning.host import Host
+from nova_disk_tuning.policy.decide import tune_guest
 
 MiB = 1 << 20
 URI = "test:///default"

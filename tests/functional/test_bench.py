@@ -12,8 +12,8 @@ import pathlib
 import shutil
 
 import pytest
+from nova_disk_tuning_bench import layouts
 
-from nova_disk_tuning.bench import layouts
 from nova_disk_tuning.cmd import main
 
 pytestmark = pytest.mark.skipif(

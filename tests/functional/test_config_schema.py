@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from lxml import etree
 
+from nova_disk_tuning import domxml as config
 from nova_disk_tuning import exception
-from nova_disk_tuning.virt.libvirt import domxml as config
-from tests.unit.virt import test_config_strategies as strategies
+from tests.unit.domxml import test_config_strategies as strategies
 
 SECRET = "0b1e8d3c-6a5f-4d2e-9c7b-5f4e3d2c1b0a"
 

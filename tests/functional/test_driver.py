@@ -23,12 +23,12 @@ import pytest
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
+from nova_disk_tuning.agent import loader
+from nova_disk_tuning.agent.driver import LibvirtDriver
+from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance
 from nova_disk_tuning.cmd import main as cli
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.sample import build_sample_image as build_image
-from nova_disk_tuning.virt.libvirt import loader
-from nova_disk_tuning.virt.libvirt.driver import LibvirtDriver
-from nova_disk_tuning.virt.libvirt.instance import Flavor, ImageMeta, Instance
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "connection_info"

@@ -53,8 +53,6 @@ def write_conf(directory: Path, instances: str, mode: str, images_type: str) -> 
 
 def disk_spec(facts: dict) -> str:
     spec = f"path={facts['path']},name={facts['name']},format={facts['format']},bus={facts['bus']}"
-    if facts["preallocated"]:
-        spec += ",preallocated"
     if facts["shareable"]:
         spec += ",shareable"
     if facts["is_volume"]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from nova_disk_tuning.host import Host
+from nova_disk_tuning.policy.facts import version_from_int
 from nova_disk_tuning.storage.kernel import io_uring_support
-from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.tuning.facts import version_from_int
 
 
 @pytest.fixture
@@ -58,16 +58,16 @@ def test_tuned_guest_is_accepted_by_this_libvirt(host, make_conf, tmp_path):
     """The policy, fed this host's real caps, renders XML libvirt validates and keeps."""
     from lxml import etree
 
-    from nova_disk_tuning.virt.libvirt import domxml as config
-    from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
-    from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
+    from nova_disk_tuning import domxml as config
+    from nova_disk_tuning.policy.decide import tune_guest
+    from nova_disk_tuning.policy.facts import DiskFacts
 
     image = tmp_path / "disk"
     image.write_bytes(b"\0" * 65536)
     facts = [
         DiskFacts(
             name="vda", source_type="file", path=str(image), size=65536, allocated=65536,
-            direct_io=True, preallocated=True,
+            direct_io=True,
         ),
         DiskFacts(name="vdb", source_type="block", path="/dev/loop7", direct_io=True),
         DiskFacts(name="sda", source_type="block", path="/dev/loop8", bus="scsi"),

@@ -24,16 +24,16 @@ import pytest
 from lxml import etree
 from oslo_concurrency import processutils
 
+from nova_disk_tuning import domxml as config
 from nova_disk_tuning import exception
+from nova_disk_tuning.agent import loader
+from nova_disk_tuning.agent.assembly import GuestDisk
+from nova_disk_tuning.agent.imagebackend.lvm import Lvm
+from nova_disk_tuning.agent.imagebackend.rbd import Rbd
+from nova_disk_tuning.host import Host
 from nova_disk_tuning.images.cache import CachedImage
+from nova_disk_tuning.policy.decide import tune_guest
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import domxml as config
-from nova_disk_tuning.virt.libvirt import loader
-from nova_disk_tuning.virt.libvirt.guest import GuestDisk
-from nova_disk_tuning.virt.libvirt.host import Host
-from nova_disk_tuning.virt.libvirt.imagebackend.lvm import Lvm
-from nova_disk_tuning.virt.libvirt.imagebackend.rbd import Rbd
-from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
 from tests.functional.conftest import MiB, requires_root
 
 BASE_SIZE = 8 * MiB

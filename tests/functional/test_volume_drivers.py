@@ -22,13 +22,13 @@ import libvirt
 import pytest
 from lxml import etree
 
+from nova_disk_tuning import domxml as config
+from nova_disk_tuning.agent import loader
+from nova_disk_tuning.policy import decide as tuning
+from nova_disk_tuning.policy.facts import HostCaps
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import domxml as config
-from nova_disk_tuning.virt.libvirt import loader
-from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
-from nova_disk_tuning.virt.libvirt.tuning.facts import HostCaps
 from tests.functional.conftest import MiB, requires_root
-from tests.unit.virt.volume.conftest import connection_info
+from tests.unit.agent.volume.conftest import connection_info
 
 pytestmark = requires_root
 

@@ -77,7 +77,6 @@ class VolumeFactsTest(test.NoDBTestCase):
             measured, skipped = nova_facts.measure(
                 [disk],
                 {"vdb": info},
-                CONF,
                 StorageProbe(),
                 QemuImg(CONF),
             )

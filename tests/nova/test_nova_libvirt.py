@@ -18,12 +18,12 @@ import unittest
 import fixtures
 from nova.privsep import utils as privsep_utils
 from nova.tests.functional.regressions import test_bug_2140537
-from nova.tests.unit.virt.libvirt import test_driver
+from nova.tests.unit.agent.libvirt import test_driver
 from nova.virt import fake
 from nova.virt.libvirt.driver import LibvirtDriver as NovaLibvirtDriver
 
 from nova_disk_tuning.nova.driver import LibvirtDriver
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
+from nova_disk_tuning.policy.facts import DiskFacts
 from tests.nova import harness
 
 NAMED = [
@@ -69,20 +69,20 @@ EXPECTED_FAILURES: dict[str, str] = {
 }
 
 
-def _stand_in(spec, name, probe, qemu_img):
+def _stand_in(path, *, name, probe, qemu_img, format, source_type, bus, shareable, driver):
     return DiskFacts(
         name=name,
-        source_type=spec.type or "file",
-        format=spec.format or "raw",
-        path=spec.path,
+        source_type=source_type or "file",
+        format=format or "raw",
+        path=path,
         size=1 << 30,
         allocated=1 << 30,
         fully_allocated=True,
-        bus=spec.bus,
-        shareable=spec.shareable,
-        direct_io=privsep_utils.supports_direct_io(os.path.dirname(spec.path)),
+        bus=bus,
+        shareable=shareable,
+        driver=driver,
+        direct_io=privsep_utils.supports_direct_io(os.path.dirname(path)),
         storage_kind="local",
-        preallocated=spec.preallocated,
     )
 
 
@@ -111,7 +111,9 @@ class DropInLibvirtConnTestCase(test_driver.LibvirtConnTestCase):
         # described as a fully allocated file, with O_DIRECT as Nova's own
         # probe answers (which these tests stub), so the policy decides and
         # renders for every disk Nova's tests build.
-        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_disk", _stand_in))
+        self.useFixture(
+            fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_local", _stand_in)
+        )
         # And the drop-in must really tune: falling back to Nova's settings
         # (an exception in the tuning, a disk left unmeasured) fails the test.
         for logger in ("nova_disk_tuning.nova.driver.LOG", "nova_disk_tuning.nova.tune.LOG"):

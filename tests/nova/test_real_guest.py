@@ -4,9 +4,9 @@ Nova's API, conductor, scheduler, placement and nova-compute run in this
 process (Nova's functional harness) with ``compute_driver =
 disk_tuning.LibvirtDriver``; unlike ``test_servers.py`` there is no
 fakelibvirt: nova-compute talks to a private libvirtd with the QEMU driver
-(``nova_disk_tuning.bench.guest.daemon``), QEMU runs the guest under TCG.
+(``nova_disk_tuning_bench.guest.daemon``), QEMU runs the guest under TCG.
 The image in Nova's fake Glance is the project's test guest (Debian's kernel
-and a busybox initramfs, ``nova_disk_tuning.bench.guest.kit``), booted the
+and a busybox initramfs, ``nova_disk_tuning_bench.guest.kit``), booted the
 way Nova boots AMI-style images: ``kernel_id``/``ramdisk_id`` images and the
 ``os_command_line`` property. The guest writes a pattern to each of its disks
 with O_DIRECT, reads it back, and reports on its serial console, which Nova
@@ -31,10 +31,10 @@ from lxml import etree
 from nova.conf import CONF
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import integrated_helpers
+from nova_disk_tuning_bench.guest import console, domains
+from nova_disk_tuning_bench.guest.daemon import private_libvirtd
+from nova_disk_tuning_bench.guest.kit import build_guest_kit
 
-from nova_disk_tuning.bench.guest import console, domains
-from nova_disk_tuning.bench.guest.daemon import private_libvirtd
-from nova_disk_tuning.bench.guest.kit import build_guest_kit
 from nova_disk_tuning.nova import conf as nova_conf
 from tests.nova import harness
 

@@ -281,14 +281,14 @@ class TestDropInDegrades(DropInServersTest):
     """What cannot be measured, or a failure in the tuning, never fails a boot."""
 
     def test_a_disk_that_cannot_be_measured_keeps_novas_settings(self):
-        real = nova_facts.measure_disk
+        real = nova_facts.measure_local
 
-        def failing(spec, name, probe, qemu_img):
-            if name == "vdb":
-                raise OSError(5, "Input/output error", spec.path)
-            return real(spec, name, probe, qemu_img)
+        def failing(path, **kwargs):
+            if kwargs["name"] == "vdb":
+                raise OSError(5, "Input/output error", path)
+            return real(path, **kwargs)
 
-        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_disk", failing))
+        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_local", failing))
         self.start(DEFAULT={"preallocate_images": "space"})
         logs = self.useFixture(fixtures.FakeLogger(name="nova_disk_tuning.nova.tune"))
         _, root = self.boot()

@@ -10,10 +10,9 @@ import subprocess
 import pytest
 
 from nova_disk_tuning.cmd import explain, main
+from nova_disk_tuning.policy import decide as tuning
+from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 from nova_disk_tuning.storage.probe import StorageProbe
-from nova_disk_tuning.virt.libvirt import measure
-from nova_disk_tuning.virt.libvirt.tuning import policy as tuning
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
 
 MiB = 1 << 20
 
@@ -138,10 +137,9 @@ def test_errors(run, tmp_path, argv, message):
 
 
 def test_parse_disk_spec():
-    spec = measure.parse_disk_spec("path=/d, format=qcow2 ,shareable,preallocated,bus=sata")
-    assert spec == measure.DiskSpec(
-        path="/d", format="qcow2", bus="sata", shareable=True, preallocated=True
-    )
+    # preallocated is measured now: the old flag is accepted and ignored.
+    spec = explain.parse_disk_spec("path=/d, format=qcow2 ,shareable,preallocated,bus=sata")
+    assert spec == explain.DiskSpec(path="/d", format="qcow2", bus="sata", shareable=True)
 
 
 def test_volume_spec_takes_the_drivers_hint(run, tmp_path):

@@ -1,20 +1,46 @@
-"""Layers import in one direction: conf -> storage -> images -> virt -> cmd/bench."""
+"""The layers import in one direction, the decision core at the bottom.
+
+``conf -> storage -> images -> domxml -> policy -> host -> audit`` is the
+core; the Nova drop-in (``nova/``) and the standalone agent (``agent/``) use
+it as siblings, neither importing the other; the CLI (``cmd/``) sits on the
+agent; the benchmarks are another distribution (``bench/``) that nothing
+here imports. ``common`` and ``exception`` are below them all.
+"""
 
 import ast
 import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "nova_disk_tuning"
-# Each layer may import the layers before it (and exception.py, which all share).
-ORDER = ["conf", "storage", "images", "virt", "bench", "cmd"]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "nova_disk_tuning"
+BENCH = ROOT / "bench" / "nova_disk_tuning_bench"
+# Rank of each part of the package; a part imports only parts of lower or
+# equal rank, except its sibling.
+RANK = {
+    "common": 0,
+    "exception": 0,
+    "conf": 1,
+    "storage": 2,
+    "images": 3,
+    "domxml": 4,
+    "policy": 5,
+    "host": 6,
+    "audit": 7,
+    "agent": 8,
+    "nova": 8,
+    "cmd": 9,
+}
+# Equal rank, and neither may import the other.
+SIBLINGS = {"agent", "nova"}
 
 
-def _layer(module: str) -> str | None:
+def _part(module: str) -> str | None:
+    """The part of nova_disk_tuning ``module`` belongs to (None: not ours, or the root)."""
     parts = module.split(".")
     if parts[0] != "nova_disk_tuning" or len(parts) < 2:
         return None
-    return parts[1] if parts[1] in ORDER else None
+    return parts[1] if parts[1] in RANK else None
 
 
 def _imports(path: pathlib.Path):
@@ -27,57 +53,79 @@ def _imports(path: pathlib.Path):
             yield from (f"{node.module}.{alias.name}" for alias in node.names)
 
 
-@pytest.mark.parametrize("layer", ORDER)
-def test_layer_imports_only_earlier_layers(layer):
-    allowed = set(ORDER[: ORDER.index(layer) + 1])
-    offenders = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
-        for module in _imports(path):
-            target = _layer(module)
-            if target is not None and target not in allowed:
-                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
-    assert not offenders, "\n".join(offenders)
+def _files(part: str, root: pathlib.Path = PACKAGE) -> list[pathlib.Path]:
+    folder = root / part
+    if folder.is_dir():
+        return sorted(folder.rglob("*.py"))
+    return [root / f"{part}.py"]
 
 
-def test_the_check_sees_a_violation(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("from nova_disk_tuning.virt.libvirt import tuning\n")
-    assert _layer(next(m for m in _imports(bad) if "virt" in m)) == "virt"
-
-
-LIBVIRT = "nova_disk_tuning.virt.libvirt"
-# Inside virt/libvirt: packages that must not reach into others.
-FORBIDDEN = {
-    # The policy decides from facts; it knows no backend, volume driver or driver.
-    "virt/libvirt/tuning": (
-        f"{LIBVIRT}.imagebackend",
-        f"{LIBVIRT}.volume",
-        f"{LIBVIRT}.driver",
-        f"{LIBVIRT}.spawn",
-        f"{LIBVIRT}.guest",
-        f"{LIBVIRT}.audit",
-    ),
-    # The XML objects render what they are given: no policy.
-    "virt/libvirt/domxml": (f"{LIBVIRT}.tuning", f"{LIBVIRT}.imagebackend", f"{LIBVIRT}.driver"),
-    # Backends and volume drivers report facts; they never decide.
-    "virt/libvirt/imagebackend": (f"{LIBVIRT}.tuning.policy", f"{LIBVIRT}.driver"),
-    "virt/libvirt/volume": (f"{LIBVIRT}.tuning.policy", f"{LIBVIRT}.driver"),
-}
-
-
-def _offenders(folder: str, forbidden: tuple[str, ...], root: pathlib.Path = PACKAGE) -> list[str]:
+def _offenders(part: str, root: pathlib.Path = PACKAGE) -> list[str]:
     found = []
-    for path in sorted((root / folder).rglob("*.py")):
+    for path in _files(part, root):
         for module in _imports(path):
-            if any(module == f or module.startswith(f + ".") for f in forbidden):
+            target = _part(module)
+            if target is None or target == part:
+                continue
+            if RANK[target] > RANK[part] or {target, part} == SIBLINGS:
                 found.append(f"{path.relative_to(root.parent)} imports {module}")
     return found
 
 
-@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
-def test_libvirt_packages_keep_to_their_job(folder):
+@pytest.mark.parametrize("part", sorted(RANK))
+def test_each_part_imports_only_the_parts_below_it(part):
+    assert _files(part)[0].exists(), part
+    assert not _offenders(part), "\n".join(_offenders(part))
+
+
+def test_every_module_belongs_to_a_part():
+    loose = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.iterdir()
+        if path.name != "__init__.py"
+        and not path.name.startswith((".", "__pycache__"))
+        and path.name.removesuffix(".py") not in RANK
+    ]
+    assert not loose, f"give these a rank in RANK: {loose}"
+
+
+def test_the_check_sees_a_violation(tmp_path):
+    (tmp_path / "pkg" / "policy").mkdir(parents=True)
+    (tmp_path / "pkg" / "policy" / "x.py").write_text(
+        "from nova_disk_tuning.agent.imagebackend.file import Flat\n"
+    )
+    assert _offenders("policy", root=tmp_path / "pkg")
+
+
+def test_the_check_sees_siblings(tmp_path):
+    (tmp_path / "pkg" / "nova").mkdir(parents=True)
+    (tmp_path / "pkg" / "nova" / "x.py").write_text("from nova_disk_tuning.agent import loader\n")
+    assert _offenders("nova", root=tmp_path / "pkg")
+
+
+AGENT = "nova_disk_tuning.agent"
+# Inside the agent: backends and volume drivers report facts; they never
+# decide, and they know nothing of the driver that calls them.
+AGENT_FORBIDDEN = {
+    "agent/imagebackend": (
+        "nova_disk_tuning.policy.decide",
+        f"{AGENT}.driver",
+        f"{AGENT}.spawn",
+    ),
+    "agent/volume": ("nova_disk_tuning.policy.decide", f"{AGENT}.driver", f"{AGENT}.spawn"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(AGENT_FORBIDDEN))
+def test_producers_report_facts_and_never_decide(folder):
     assert (PACKAGE / folder).is_dir(), folder
-    assert not _offenders(folder, FORBIDDEN[folder])
+    found = [
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in sorted((PACKAGE / folder).rglob("*.py"))
+        for module in _imports(path)
+        if any(module == f or module.startswith(f + ".") for f in AGENT_FORBIDDEN[folder])
+    ]
+    assert not found
 
 
 def test_common_imports_nothing_of_the_project_but_exception():
@@ -92,51 +140,48 @@ def test_common_imports_nothing_of_the_project_but_exception():
     assert not found
 
 
-def test_nothing_outside_cmd_imports_cmd():
+def test_only_the_nova_integration_imports_nova():
+    """Nova is imported in nova_disk_tuning/nova/ only.
+
+    The agent, the CLI and the benchmarks run on hosts without Nova; the
+    drop-in reaches the project through the core, never the other way round.
+    """
+    offenders = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *BENCH.rglob("*.py")]):
+        inside = path.is_relative_to(PACKAGE / "nova")
+        for module in _imports(path):
+            if module.split(".")[0] == "nova" and not inside:
+                offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_runtime_module_imports_the_benchmarks():
     found = [
-        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        f"{path.relative_to(ROOT)} imports {module}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.relative_to(PACKAGE).parts[0] != "cmd"
         for module in _imports(path)
-        if module.startswith("nova_disk_tuning.cmd")
+        if module.split(".")[0] == "nova_disk_tuning_bench"
     ]
     assert not found
 
 
-def test_the_package_check_sees_a_violation(tmp_path):
-    bad = tmp_path / "pkg" / "virt" / "libvirt" / "tuning"
-    bad.mkdir(parents=True)
-    (bad / "x.py").write_text(f"from {LIBVIRT}.imagebackend.file import Flat\n")
-    folder = "virt/libvirt/tuning"
-    assert _offenders(folder, FORBIDDEN[folder], root=tmp_path / "pkg")
-
-
-def test_only_the_nova_integration_imports_nova():
-    """Nova is imported in nova_disk_tuning/nova/ only, and nothing imports that package.
-
-    The standalone CLI and driver run on hosts without Nova; the drop-in
-    reaches the project through its layers, never the other way round.
-    """
-    offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        inside = path.is_relative_to(PACKAGE / "nova")
-        for module in _imports(path):
-            top = module.split(".")[0]
-            if top == "nova" and not inside:
-                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
-            if module.startswith("nova_disk_tuning.nova") and not inside:
-                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
-            if inside and _layer(module) in ("bench", "cmd"):
-                offenders.append(f"{path.relative_to(PACKAGE.parent)} imports {module}")
-    assert not offenders, "\n".join(offenders)
+def test_the_benchmarks_never_import_the_nova_drop_in():
+    assert BENCH.is_dir()
+    found = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted(BENCH.rglob("*.py"))
+        for module in _imports(path)
+        if _part(module) == "nova"
+    ]
+    assert not found
 
 
 def test_the_nova_shim_only_reexports_the_driver():
-    shim = PACKAGE.parent / "nova" / "virt" / "disk_tuning" / "__init__.py"
+    shim = ROOT / "nova" / "virt" / "disk_tuning" / "__init__.py"
     assert sorted(_imports(shim)) == [
         "nova_disk_tuning.nova.driver",
         "nova_disk_tuning.nova.driver.LibvirtDriver",
     ]
     # nova/ and nova/virt/ stay Nova's: no __init__.py of ours there.
-    assert not (PACKAGE.parent / "nova" / "__init__.py").exists()
-    assert not (PACKAGE.parent / "nova" / "virt" / "__init__.py").exists()
+    assert not (ROOT / "nova" / "__init__.py").exists()
+    assert not (ROOT / "nova" / "virt" / "__init__.py").exists()

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.images import fetch, safety, source
+from nova_disk_tuning.images import fetch, inspection, source
 from tests.functional.conftest import requires_root
 from tests.functional.images.conftest import MiB, compare, run
 
@@ -139,7 +139,7 @@ def test_a_qcow2_on_a_block_device_is_checked_and_copied_whole(
 
     proc = cli(config, "image-info", device.path, "--json")
     assert proc.returncode == 0, proc.stderr
-    found = safety.ImageSafety().check(device.path, "qcow2")
+    found = inspection.ImageSafety().check(device.path, "qcow2")
     assert (found.format, found.virtual_size) == ("qcow2", 32 * MiB)
 
     copy = str(tmp_path / "copy.qcow2")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from nova_disk_tuning_bench.guest import matrix
 
-from nova_disk_tuning.bench.guest import matrix
-from nova_disk_tuning.virt.libvirt.tuning import safety
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts, HostCaps
-from nova_disk_tuning.virt.libvirt.tuning.policy import tune_guest
+from nova_disk_tuning.policy import safety
+from nova_disk_tuning.policy.decide import tune_guest
+from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 
 HOST = HostCaps((9, 0, 0), (7, 2, 0), True)
 GiB = 1 << 30
@@ -17,9 +17,7 @@ LAYOUT = {layout.name: layout for layout in matrix.LAYOUTS}
 def _facts(allocated: int = GiB, direct_io: bool = True, **kwargs) -> DiskFacts:
     kwargs.setdefault("source_type", "file")
     kwargs.setdefault("path", "/x/disk.eph0")
-    return DiskFacts(
-        name="vda", size=GiB, allocated=allocated, direct_io=direct_io, preallocated=True, **kwargs
-    )
+    return DiskFacts(name="vda", size=GiB, allocated=allocated, direct_io=direct_io, **kwargs)
 
 
 def _pick(conf, facts: DiskFacts, vcpus: int = 2) -> matrix.Variant:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
+from nova_disk_tuning_bench.guest import boot, console, initramfs, jobs, matrix
+from nova_disk_tuning_bench.guest.errors import GuestKitError, GuestRunError
+from nova_disk_tuning_bench.guest.kit import GuestKit
 
-from nova_disk_tuning.bench.guest import boot, console, initramfs, jobs, matrix
-from nova_disk_tuning.bench.guest.errors import GuestKitError, GuestRunError
-from nova_disk_tuning.bench.guest.kit import GuestKit
-from nova_disk_tuning.virt.libvirt import domxml
-from nova_disk_tuning.virt.libvirt.guest import GuestDisk
-from nova_disk_tuning.virt.libvirt.tuning.facts import DiskFacts
+from nova_disk_tuning import domxml
+from nova_disk_tuning.agent.assembly import GuestDisk
+from nova_disk_tuning.policy.facts import DiskFacts
 
 # A real line of fio 3.33 (randrw, 4k, QD4): read IOPS 14366, write IOPS 14324.
 TERSE = (

@@ -6,16 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+from nova_disk_tuning_bench import summary
+from nova_disk_tuning_bench.cli_guest import settings_from
+from nova_disk_tuning_bench.guest import jobs, matrix, procs
+from nova_disk_tuning_bench.guest import report as guest_report
+from nova_disk_tuning_bench.guest.jobs import JOBS, FioResult
+from nova_disk_tuning_bench.guest.run import FULL, QUICK, Cell, GuestBench, estimate_seconds
+from nova_disk_tuning_bench.model import Result
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.bench import summary
-from nova_disk_tuning.bench.guest import jobs, matrix, procs
-from nova_disk_tuning.bench.guest import report as guest_report
-from nova_disk_tuning.bench.guest.jobs import JOBS, FioResult
-from nova_disk_tuning.bench.guest.run import FULL, QUICK, Cell, GuestBench, estimate_seconds
-from nova_disk_tuning.bench.model import Result
 from nova_disk_tuning.cmd import main as cli
-from nova_disk_tuning.cmd.bench_guest import settings_from
 
 
 def _args(*argv: str):
@@ -42,7 +42,7 @@ def test_quick_and_full_settings_and_options():
 
 def test_plain_bench_still_runs_the_host_experiments():
     args = cli.build_parser().parse_args(["bench", "--quick"])
-    assert args.func.__module__ == "nova_disk_tuning.cmd.bench" and args.experiment is None
+    assert args.func.__module__ == "nova_disk_tuning_bench.cli" and args.experiment is None
 
 
 def test_estimate_counts_boots_jobs_and_the_host_bound():

@@ -7,15 +7,14 @@ import sys
 import types
 
 import pytest
-
-from nova_disk_tuning.bench import harness
-from nova_disk_tuning.bench.model import Result
+from nova_disk_tuning_bench import harness
+from nova_disk_tuning_bench.model import Result
 
 
 @pytest.fixture
 def fake_module(monkeypatch):
     def install(run) -> str:
-        module = types.ModuleType("nova_disk_tuning.bench.fake_experiment")
+        module = types.ModuleType("nova_disk_tuning_bench.fake_experiment")
         module.run = run
         module.TARGETS = ("a target",)
         monkeypatch.setitem(sys.modules, module.__name__, module)
@@ -41,7 +40,7 @@ def test_passes_conf_and_progress_only_when_accepted(fake_module, conf, tmp_path
 
 def test_warnings_become_notes(fake_module, conf, tmp_path):
     def run(workdir, quick=False, repeat=3):
-        logging.getLogger("nova_disk_tuning.bench.fake").warning("no %s here", "io_uring")
+        logging.getLogger("nova_disk_tuning_bench.fake").warning("no %s here", "io_uring")
         return [Result("e", "v", "how", [1.0])]
 
     outcome = harness.run_experiment("fake", fake_module(run), str(tmp_path), False, 1, conf)
@@ -59,7 +58,7 @@ def test_a_failing_experiment_is_recorded_not_raised(fake_module, conf, tmp_path
 
 def test_a_missing_module_is_reported(conf, tmp_path):
     outcome = harness.run_experiment(
-        "ghost", "nova_disk_tuning.bench.no_such_module", str(tmp_path), False, 1, conf
+        "ghost", "nova_disk_tuning_bench.no_such_module", str(tmp_path), False, 1, conf
     )
     assert outcome.status == "unavailable"
     assert "no_such_module" in outcome.notes[0]

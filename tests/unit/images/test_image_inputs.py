@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.images import fetch, safety, source
+from nova_disk_tuning.images import fetch, inspection, source
 from nova_disk_tuning.images.cache import ImageCache
 
 MiB = 1 << 20
@@ -101,15 +101,15 @@ def _check_source(path: str, tmp_path) -> object:
 
 
 def _safety_check(path: str, tmp_path) -> object:
-    return safety.ImageSafety().check(path, None)
+    return inspection.ImageSafety().check(path, None)
 
 
 def _safety_check_raw(path: str, tmp_path) -> object:
-    return safety.ImageSafety().check(path, "raw")
+    return inspection.ImageSafety().check(path, "raw")
 
 
 def _detect(path: str, tmp_path) -> object:
-    return safety.ImageSafety().detect(path)
+    return inspection.ImageSafety().detect(path)
 
 
 def _fetch(path: str, tmp_path) -> object:
@@ -246,7 +246,7 @@ def test_whole_images_are_accepted(request, tmp_path, fixture, fmt, virtual_size
     path = request.getfixturevalue(fixture)
     checked = source.check_source(path)
     assert checked == source.Source(path, "regular file", os.path.getsize(path))
-    found = safety.ImageSafety().check(path, None)
+    found = inspection.ImageSafety().check(path, None)
     assert (found.format, found.virtual_size) == (fmt, virtual_size)
     dest = str(tmp_path / "copy")
     assert fetch.LocalFileFetcher().fetch(path, dest) == checked.size
@@ -260,8 +260,8 @@ def test_a_qcow2_version_2_and_one_of_size_0_are_accepted(tmp_path):
     qemu_img("create", "-f", "qcow2", "-o", "compat=0.10", v2, "1G")
     zero = str(tmp_path / "zero.qcow2")
     qemu_img("create", "-f", "qcow2", zero, "0")
-    assert safety.ImageSafety().check(v2, "qcow2").virtual_size == 1 << 30
-    assert safety.ImageSafety().check(zero, "qcow2").virtual_size == 0
+    assert inspection.ImageSafety().check(v2, "qcow2").virtual_size == 1 << 30
+    assert inspection.ImageSafety().check(zero, "qcow2").virtual_size == 0
 
 
 # -- truncated images -------------------------------------------------------------------
@@ -298,7 +298,7 @@ def test_a_truncated_qcow2_is_refused(tmp_path, empty_qcow2, cut, entry):
 def test_a_qcow2_with_data_cut_before_its_refcount_table_is_refused(qcow2_image):
     path = truncated(qcow2_image, 65536, "cut.qcow2")  # qemu-img puts it at cluster 1
     with pytest.raises(exception.ImageUnacceptable, match="places the refcount table at byte"):
-        safety.ImageSafety().check(path, "qcow2")
+        inspection.ImageSafety().check(path, "qcow2")
 
 
 @needs_qemu_img
@@ -334,7 +334,7 @@ def test_a_truncated_sparse_vmdk_is_refused(tmp_path, sparse_vmdk, cut, entry):
 def test_a_stream_optimized_vmdk_without_its_footer_is_refused(footer_vmdk):
     path = truncated(footer_vmdk, os.path.getsize(footer_vmdk) - 1536, "cut.vmdk")
     with pytest.raises(exception.ImageUnacceptable, match="grain directory is in a footer"):
-        safety.ImageSafety().check(path, "vmdk")
+        inspection.ImageSafety().check(path, "vmdk")
 
 
 @needs_qemu_img
@@ -350,4 +350,4 @@ def test_a_small_raw_file_with_no_magic_is_accepted(tmp_path):
     path = write_random(str(tmp_path / "tiny.raw"), 100)
     with open(path, "r+b") as handle:
         handle.write(b"\0")  # never the first byte of a qcow2 or VMDK magic
-    assert safety.ImageSafety().check(path, "raw").virtual_size == 100
+    assert inspection.ImageSafety().check(path, "raw").virtual_size == 100

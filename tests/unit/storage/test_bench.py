@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nova_disk_tuning.bench import primitives as bench
-from nova_disk_tuning.bench.model import Result
+from nova_disk_tuning_bench import primitives as bench
+from nova_disk_tuning_bench.model import Result
 
 
 def test_repetitions_are_interleaved():

@@ -1,0 +1,202 @@
+"""One guest boot of the in-guest bench: a data disk, one variant, every fio job in turn.
+
+The domain is built from the plugin's own config objects (``domxml``) and
+started transient on the private libvirtd: ``type='qemu'`` (TCG: a guest
+kernel hangs under nested KVM on these machines), direct kernel boot of the
+kit, the data disk as ``vda`` with the variant's ``<driver>``, the jobs
+disk as ``vdb`` (read-only), the serial console written to a file. One boot
+runs all jobs in sequence: a boot costs 5-15 s under TCG, more than a short
+job. What QEMU really got for the data disk (aio, cache.direct, IOThread) is
+read from its command line and kept with the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from nova_disk_tuning import domxml
+from nova_disk_tuning.agent.assembly import GuestDisk, refuse_native_without_direct_cache
+from nova_disk_tuning_bench.guest import console, domains
+from nova_disk_tuning_bench.guest.errors import GuestRunError
+from nova_disk_tuning_bench.guest.jobs import FioResult, Job, Timing, parse_terse
+from nova_disk_tuning_bench.guest.kit import GuestKit
+from nova_disk_tuning_bench.guest.matrix import Variant
+
+DATA_DISK = "vda"
+JOBS_DISK = "vdb"
+# Booting the kit took 5-15 s under TCG here; the rest is slack for a loaded host.
+BOOT_ALLOWANCE = 180.0
+
+
+@dataclasses.dataclass
+class BootResult:
+    results: dict[str, FioResult]
+    driver: str  # the data disk's <driver> element as given to libvirt
+    qemu: dict[str, Any]  # what QEMU got: aio, cache.direct, iothread
+    seconds: float
+    fio_version: str | None
+
+
+def driver_element(disk: domxml.LibvirtConfigGuestDisk) -> str:
+    """The ``<driver>`` element of a disk config, as libvirt receives it."""
+    driver = disk.format_dom().find("driver")
+    return "" if driver is None else etree.tostring(driver, encoding="unicode").strip()
+
+
+def configure_disk(disk: domxml.LibvirtConfigGuestDisk, variant: Variant) -> None:
+    """Set the variant's ``<driver>`` attributes on the data disk's config."""
+    if variant.tuning is not None:
+        variant.tuning.apply(disk)
+        return
+    disk.driver_cache = variant.cell.cache
+    disk.driver_io = variant.cell.io
+    disk.driver_iothread = 1 if variant.cell.iothread else None
+    disk.driver_queues = variant.queues
+
+
+def domain_config(
+    name: str,
+    kit: GuestKit,
+    variant: Variant,
+    data: GuestDisk,
+    jobs_disk: str,
+    console_log: str,
+    vcpus: int,
+    memory_mb: int,
+) -> domxml.LibvirtConfigGuest:
+    guest = domxml.LibvirtConfigGuest(
+        virt_type="qemu",
+        name=name,
+        uuid=str(uuid.uuid4()),
+        memory=memory_mb * 1024,
+        vcpus=vcpus,
+        os_type="hvm",
+        os_kernel=str(kit.kernel),
+        os_initrd=str(kit.initrd),
+        os_cmdline=console.guest_cmdline(bench=JOBS_DISK),
+        features=["acpi"],
+        on_poweroff="destroy",
+        on_reboot="destroy",
+        on_crash="destroy",
+    )
+    if variant.domain_iothreads:
+        guest.iothreads = variant.domain_iothreads
+    configure_disk(data.config, variant)
+    guest.add_device(data.config)
+    guest.add_device(
+        domxml.LibvirtConfigGuestDisk(
+            source_type="file",
+            source_path=jobs_disk,
+            driver_name="qemu",
+            driver_format="raw",
+            target_dev=JOBS_DISK,
+            target_bus="virtio",
+            readonly=True,
+        )
+    )
+    guest.add_device(
+        domxml.LibvirtConfigGuestSerial(type="file", source_path=console_log, target_port=0)
+    )
+    guest.add_device(domxml.LibvirtConfigMemoryBalloon(model="none"))
+    guest.validate()
+    refuse_native_without_direct_cache(guest.devices, name)
+    return guest
+
+
+def domain_name(*parts: str) -> str:
+    return "ndt-bench-" + re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join(parts))
+
+
+def timeout_for(jobs: tuple[Job, ...], timing: Timing) -> float:
+    """How long a boot may take before it counts as hung."""
+    return BOOT_ALLOWANCE + 2.0 * len(jobs) * (timing.runtime + timing.ramp)
+
+
+def boot(
+    conn: Any,
+    qemu_log: Path,
+    name: str,
+    guest: domxml.LibvirtConfigGuest,
+    data: GuestDisk,
+    jobs: tuple[Job, ...],
+    timing: Timing,
+    console_log: Path,
+) -> BootResult:
+    """Run the guest to power-off; its fio results, or GuestRunError (one line)."""
+    import libvirt
+
+    started = time.monotonic()
+    driver = driver_element(data.config)
+    try:
+        # Paused first: QEMU's argv is read before the guest can finish and exit.
+        dom = conn.createXML(guest.to_xml(), libvirt.VIR_DOMAIN_START_PAUSED)
+    except libvirt.libvirtError as exc:
+        raise GuestRunError(f"{name}: libvirt refused to start it: {exc}") from None
+    try:
+        argv = domains.qemu_cmdline(dom)
+        dom.resume()
+        domains.wait_for_shutoff(
+            dom, timeout=timeout_for(jobs, timing), console_log=console_log, qemu_log=qemu_log
+        )
+    except GuestRunError:
+        report = _report(console_log)
+        where = f"in fio job {report.fio_started}" if report.fio_started else "before any job"
+        raise GuestRunError(
+            f"{name} did not power off within {timeout_for(jobs, timing):.0f} s "
+            f"({'booted' if report.booted else 'never booted'}, stuck {where})"
+        ) from None
+    finally:
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError:
+            pass  # a transient domain is gone once it stopped
+    report = _report(console_log)
+    results = check_report(name, report, jobs)
+    qemu = _qemu_view(argv, data)
+    return BootResult(results, driver, qemu, time.monotonic() - started, report.fio_version)
+
+
+def _report(console_log: Path) -> console.GuestReport:
+    text = console_log.read_text(errors="replace") if console_log.exists() else ""
+    return console.parse_console(text)
+
+
+def check_report(
+    name: str, report: console.GuestReport, jobs: tuple[Job, ...]
+) -> dict[str, FioResult]:
+    """Every job's result from the guest's report, or GuestRunError saying what went wrong."""
+    if not report.booted:
+        raise GuestRunError(f"{name} never reached its init (no NDT-BOOT on the console)")
+    if report.bench_error:
+        raise GuestRunError(f"{name}: the guest could not run the jobs: {report.bench_error}")
+    results = {}
+    for job in jobs:
+        outcome = report.fio.get(job.name)
+        if outcome is None:
+            raise GuestRunError(f"{name}: fio job {job.name} printed no result in the guest")
+        if not outcome.ok:
+            raise GuestRunError(f"{name}: fio job {job.name} failed in the guest: {outcome.detail}")
+        try:
+            results[job.name] = parse_terse(outcome.detail, job.direction)
+        except ValueError as exc:
+            raise GuestRunError(f"{name}: fio job {job.name}: {exc}") from None
+    return results
+
+
+def _qemu_view(argv: list[str], data: GuestDisk) -> dict[str, Any]:
+    path = data.config.source_path
+    if not path:
+        return {}
+    try:
+        args = domains.disk_by_source(argv, path)
+    except GuestRunError:
+        return {}
+    return {"aio": args.aio, "cache.direct": args.cache_direct, "iothread": args.iothread}

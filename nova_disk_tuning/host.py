@@ -1,0 +1,135 @@
+"""The libvirt connection of this compute host, its versions and capabilities.
+
+One :class:`Host` per process (or per test): it opens the connection on first
+use and keeps it, and caches :meth:`Host.caps` on the object, never in a
+module global, so a test simply builds a new Host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_disk_tuning import exception
+from nova_disk_tuning.policy.facts import HostCaps, Version, version_from_int
+from nova_disk_tuning.storage import kernel
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_URI = "qemu:///system"
+
+
+class Host:
+    """libvirt at ``[libvirt] connection_uri`` (empty: qemu:///system)."""
+
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        read_only: bool = False,
+        io_uring_probe: Callable[[], kernel.IoUringSupport] = kernel.io_uring_support,
+    ) -> None:
+        self._conf = conf
+        self._read_only = read_only
+        # The kernel's answer (a real io_uring_setup call); injectable for tests.
+        self._io_uring_probe = io_uring_probe
+        self._conn: Any = None
+        self._caps: HostCaps | None = None
+
+    @property
+    def uri(self) -> str:
+        return self._conf.libvirt.connection_uri or DEFAULT_URI
+
+    def get_connection(self) -> Any:
+        """The open ``libvirt.virConnect``, connecting on first use."""
+        if self._conn is not None:
+            return self._conn
+        import libvirt
+
+        # libvirt prints every error to stderr by default; ours carry the message.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        try:
+            conn = libvirt.openReadOnly(self.uri) if self._read_only else libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise exception.HypervisorError(
+                uri=self.uri,
+                reason=f"cannot connect: {exc.get_error_message() or exc}. Check that "
+                "libvirtd (or virtqemud) is running and that this user may use its "
+                "socket, or set [libvirt] connection_uri (test:///default needs no daemon).",
+            ) from None
+        if conn is None:
+            raise exception.HypervisorError(uri=self.uri, reason="libvirt returned no connection")
+        LOG.debug("Connected to libvirt at %s", self.uri)
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, what: str, func: Any, *args: Any) -> Any:
+        import libvirt
+
+        try:
+            return func(*args)
+        except libvirt.libvirtError as exc:
+            raise exception.HypervisorError(
+                uri=self.uri, reason=f"{what} failed: {exc.get_error_message() or exc}"
+            ) from None
+
+    def hypervisor_type(self) -> str:
+        """``QEMU`` for the QEMU driver, ``TEST`` for libvirt's test driver."""
+        conn = self.get_connection()
+        hypervisor: str = self._call("getType", conn.getType)
+        return hypervisor
+
+    def libvirt_version(self) -> Version:
+        """The version of the libvirt daemon (or library, for in-process drivers)."""
+        conn = self.get_connection()
+        return version_from_int(self._call("getLibVersion", conn.getLibVersion))
+
+    def qemu_version(self) -> Version | None:
+        """QEMU's version; None when the driver is not QEMU.
+
+        ``getVersion()`` is the *hypervisor's* version: QEMU's for the QEMU
+        driver, but a fixed 2 (0.0.2) for the test driver, which says nothing
+        about the QEMU that would run a guest.
+        """
+        if self.hypervisor_type() != "QEMU":
+            return None
+        conn = self.get_connection()
+        return version_from_int(self._call("getVersion", conn.getVersion))
+
+    def caps_without_connection(self) -> HostCaps:
+        """The kernel's facts only: libvirt and QEMU versions unknown."""
+        io_uring = self._io_uring_probe()
+        return HostCaps(
+            libvirt_version=None,
+            qemu_version=None,
+            kernel_io_uring=io_uring.usable,
+            kernel_io_uring_detail=io_uring.reason,
+        )
+
+    def caps(self) -> HostCaps:
+        """What the tuning policy needs to know about this host (cached on the object)."""
+        if self._caps is None:
+            io_uring = self._io_uring_probe()
+            self._caps = HostCaps(
+                libvirt_version=self.libvirt_version(),
+                qemu_version=self.qemu_version(),
+                kernel_io_uring=io_uring.usable,
+                kernel_io_uring_detail=io_uring.reason,
+            )
+            LOG.debug("Host capabilities at %s: %s", self.uri, self._caps)
+        return self._caps

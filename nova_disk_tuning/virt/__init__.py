@@ -1,1 +1,0 @@
-"""Hypervisor drivers."""

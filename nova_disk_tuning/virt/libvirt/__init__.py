@@ -1,1 +1,0 @@
-"""The libvirt side: XML config objects, the tuning policy, backends, volume drivers, the driver."""
