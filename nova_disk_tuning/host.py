@@ -1,5 +1,9 @@
 """The libvirt connection of this compute host, its versions and capabilities.
 
+:func:`host_caps` is the one way :class:`HostCaps` are read from a libvirt
+connection: the agent's :class:`Host`, ``explain``, ``audit``, the
+benchmarks and the Nova drop-in (on the connection Nova opened) all call it.
+
 One :class:`Host` per process (or per test): it opens the connection on first
 use and keeps it, and caches :meth:`Host.caps` on the object, never in a
 module global, so a test simply builds a new Host.
@@ -14,12 +18,31 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.policy.facts import HostCaps, Version, version_from_int
+from nova_disk_tuning.policy.facts import HostCaps, version_from_int
 from nova_disk_tuning.storage import kernel
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_URI = "qemu:///system"
+IoUringProbe = Callable[[], kernel.IoUringSupport]
+
+
+def host_caps(conn: Any, io_uring_probe: IoUringProbe = kernel.io_uring_support) -> HostCaps:
+    """What the tuning policy needs to know about the host behind ``conn``.
+
+    ``getVersion()`` is the *hypervisor's* version: QEMU's for the QEMU
+    driver, but a fixed 2 (0.0.2) for libvirt's test driver, which says
+    nothing about the QEMU that would run a guest; so it counts as QEMU's
+    only when ``getType()`` says QEMU.
+    """
+    qemu = version_from_int(conn.getVersion()) if conn.getType() == "QEMU" else None
+    io_uring = io_uring_probe()
+    return HostCaps(
+        libvirt_version=version_from_int(conn.getLibVersion()),
+        qemu_version=qemu,
+        kernel_io_uring=io_uring.usable,
+        kernel_io_uring_detail=io_uring.reason,
+    )
 
 
 class Host:
@@ -29,7 +52,7 @@ class Host:
         self,
         conf: cfg.ConfigOpts,
         read_only: bool = False,
-        io_uring_probe: Callable[[], kernel.IoUringSupport] = kernel.io_uring_support,
+        io_uring_probe: IoUringProbe = kernel.io_uring_support,
     ) -> None:
         self._conf = conf
         self._read_only = read_only
@@ -88,29 +111,6 @@ class Host:
                 uri=self.uri, reason=f"{what} failed: {exc.get_error_message() or exc}"
             ) from None
 
-    def hypervisor_type(self) -> str:
-        """``QEMU`` for the QEMU driver, ``TEST`` for libvirt's test driver."""
-        conn = self.get_connection()
-        hypervisor: str = self._call("getType", conn.getType)
-        return hypervisor
-
-    def libvirt_version(self) -> Version:
-        """The version of the libvirt daemon (or library, for in-process drivers)."""
-        conn = self.get_connection()
-        return version_from_int(self._call("getLibVersion", conn.getLibVersion))
-
-    def qemu_version(self) -> Version | None:
-        """QEMU's version; None when the driver is not QEMU.
-
-        ``getVersion()`` is the *hypervisor's* version: QEMU's for the QEMU
-        driver, but a fixed 2 (0.0.2) for the test driver, which says nothing
-        about the QEMU that would run a guest.
-        """
-        if self.hypervisor_type() != "QEMU":
-            return None
-        conn = self.get_connection()
-        return version_from_int(self._call("getVersion", conn.getVersion))
-
     def caps_without_connection(self) -> HostCaps:
         """The kernel's facts only: libvirt and QEMU versions unknown."""
         io_uring = self._io_uring_probe()
@@ -124,12 +124,7 @@ class Host:
     def caps(self) -> HostCaps:
         """What the tuning policy needs to know about this host (cached on the object)."""
         if self._caps is None:
-            io_uring = self._io_uring_probe()
-            self._caps = HostCaps(
-                libvirt_version=self.libvirt_version(),
-                qemu_version=self.qemu_version(),
-                kernel_io_uring=io_uring.usable,
-                kernel_io_uring_detail=io_uring.reason,
-            )
+            conn = self.get_connection()
+            self._caps = self._call("reading the versions", host_caps, conn, self._io_uring_probe)
             LOG.debug("Host capabilities at %s: %s", self.uri, self._caps)
         return self._caps

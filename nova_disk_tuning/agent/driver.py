@@ -19,7 +19,6 @@ import os
 import time
 from typing import Any
 
-from oslo_concurrency import lockutils
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -37,7 +36,7 @@ from nova_disk_tuning.agent.spawn import (
     now,
 )
 from nova_disk_tuning.agent.store import InstanceStore
-from nova_disk_tuning.common import signals
+from nova_disk_tuning.common import locks, signals
 from nova_disk_tuning.host import Host
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -47,9 +46,6 @@ from nova_disk_tuning.policy.result import GuestTuning
 from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)
-
-LOCK_PREFIX = "nova-disk-tuning-"
-
 
 class LibvirtDriver:
     """A Nova-style compute driver for libvirt at ``[libvirt] connection_uri``."""
@@ -73,11 +69,7 @@ class LibvirtDriver:
         self.domains = Domains(self.host, self.store)
 
     def _lock(self, name: str) -> Any:
-        lock_dir = os.path.join(self.store.root, "locks")
-        os.makedirs(lock_dir, exist_ok=True)
-        return lockutils.lock(
-            f"instance-{name}", lock_file_prefix=LOCK_PREFIX, external=True, lock_path=lock_dir
-        )
+        return locks.external_lock(f"instance-{name}", os.path.join(self.store.root, "locks"))
 
     def backend(self, name: str | None = None) -> Any:
         """The image backend ``name`` (default: ``[libvirt] images_type``'s)."""

@@ -2,14 +2,14 @@
 
 A spawn must never leave something ``list`` cannot show and ``destroy``
 cannot remove, even when it is killed with SIGKILL. So the directory comes
-into being whole: a hidden claim directory (``.claim-<uuid>-<random>``)
-gets the record (state ``building``, the owner's pid) and a lock file the
-spawn holds with ``flock`` for as long as it runs, and only then is renamed
-to ``<uuid>``. From then on the record lists every disk as soon as it
-exists. A building record whose lock nobody holds is a spawn that died:
-``list`` says ``building, process gone`` and ``destroy`` removes it. A claim
-directory left by a kill before the rename holds nothing but the record, and
-the next claim removes it.
+into being whole: a directory stage (:mod:`~nova_disk_tuning.common.staging`)
+gets the record (state ``building``, the owner's pid) and the stage's lock
+file, which the spawn holds with ``flock`` for as long as it runs, and only
+then is renamed to ``<uuid>``. From then on the record lists every disk as
+soon as it exists, and every record is written whole. A building record
+whose lock nobody holds is a spawn that died: ``list`` says ``building,
+process gone`` and ``destroy`` removes it. A stage left by a kill before the
+rename holds nothing but the record, and the next claim removes it.
 
 Directories without our ``instance.json`` (Nova's own instances, if the path
 is shared) are never listed or touched.
@@ -18,12 +18,9 @@ is shared) are never listed or touched.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 
 from oslo_config import cfg
@@ -31,6 +28,7 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent.record import BUILDING, CREATED, DiskEntry, InstanceRecord
+from nova_disk_tuning.common import staging
 from nova_disk_tuning.common.files import flock_held, fsync_dir
 
 LOG = logging.getLogger(__name__)
@@ -38,19 +36,15 @@ LOG = logging.getLogger(__name__)
 RECORD = "instance.json"
 GUEST_XML = "libvirt.xml"
 CONSOLE_LOG = "console.log"
-SPAWN_LOCK = ".spawn.lock"
-CLAIM_PREFIX = ".claim-"
-# Attempts at a claim directory (each swept by another spawn) before giving up.
-_CLAIM_ATTEMPTS = 5
 
 
 class SpawnClaim:
-    """A claimed instance directory; the flock on its lock file says "alive"."""
+    """A claimed instance directory; the flock on its stage's lock file says "alive"."""
 
-    def __init__(self, store: InstanceStore, record: InstanceRecord, lock_fd: int) -> None:
+    def __init__(self, store: InstanceStore, record: InstanceRecord, stage: staging.Stage) -> None:
         self.store = store
         self.record = record
-        self._lock_fd: int | None = lock_fd
+        self._stage = stage
 
     @property
     def directory(self) -> str:
@@ -62,9 +56,7 @@ class SpawnClaim:
         self.store.write_record(self.record)
 
     def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._stage.release()
 
 
 class InstanceStore:
@@ -157,33 +149,36 @@ class InstanceStore:
 
     def owner_alive(self, uuid: str) -> bool:
         """Whether a live spawn holds the lock of this instance directory."""
-        return flock_held(os.path.join(self.instance_dir(uuid), SPAWN_LOCK))
+        return flock_held(os.path.join(self.instance_dir(uuid), staging.LOCK))
 
     def claim(self, record: InstanceRecord) -> SpawnClaim:
         """Create ``<uuid>/`` whole, with a building record; refuse if it exists."""
         name, uuid = record.name, record.uuid
         self.check_root()
-        self._sweep_claims()
+        # Claims of spawns killed before their rename, whatever their uuid.
+        staging.sweep(self.root)
         target = self.instance_dir(uuid)
         if os.path.lexists(target):
             raise exception.InstanceExists(
                 name=f"{name} (the instance directory {target} exists: uuid {uuid} is taken)"
             )
-        staging, lock_fd = self._locked_claim_dir(uuid)
-        record.state, record.pid = BUILDING, os.getpid()
-        _write_atomic(os.path.join(staging, RECORD), _dumps(record))
+        stage = staging.Stage(target, directory=True).open()
         try:
-            os.rename(staging, target)
-        except OSError as exc:
-            os.close(lock_fd)
-            shutil.rmtree(staging, ignore_errors=True)
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise exception.InstanceExists(
-                    name=f"{name} ({target} appeared meanwhile)"
-                ) from None
+            record.state, record.pid = BUILDING, os.getpid()
+            # The stage is ours alone until it is published: written in place.
+            fd = os.open(
+                os.path.join(stage.path, RECORD), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644
+            )
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(_dumps(record))
+            stage.publish()
+        except FileExistsError:
+            stage.close()
+            raise exception.InstanceExists(name=f"{name} ({target} appeared meanwhile)") from None
+        except BaseException:
+            stage.close()
             raise
-        fsync_dir(self.root)
-        return SpawnClaim(self, record, lock_fd)
+        return SpawnClaim(self, record, stage)
 
     def check_root(self) -> None:
         """instances_path must be a writable directory: say so before any work."""
@@ -205,74 +200,14 @@ class InstanceStore:
                 "(or its file system is read-only)"
             )
 
-    def _locked_claim_dir(self, uuid: str) -> tuple[str, int]:
-        """A new claim directory and its lock file, locked by this process.
-
-        The lock file exists a moment before it is locked. A concurrent
-        spawn's sweep may take it for a dead claim in that moment, lock it
-        and remove the directory; the lock is then ours only once the file is
-        gone (no links left), and a fresh directory is made. Seen with 16
-        concurrent spawns: ENOENT writing the record into a swept directory.
-        """
-        for _ in range(_CLAIM_ATTEMPTS):
-            staging = tempfile.mkdtemp(prefix=f"{CLAIM_PREFIX}{uuid}-", dir=self.root)
-            lock_fd = -1
-            try:
-                lock_fd = os.open(
-                    os.path.join(staging, SPAWN_LOCK),
-                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                    0o600,
-                )
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                if os.fstat(lock_fd).st_nlink > 0:
-                    return staging, lock_fd
-            except OSError:
-                if lock_fd >= 0:
-                    os.close(lock_fd)
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            os.close(lock_fd)
-            shutil.rmtree(staging, ignore_errors=True)
-        raise exception.StorageError(
-            operation="claim",
-            path=self.root,
-            reason=f"other spawns removed the claim directory of {uuid} "
-            f"{_CLAIM_ATTEMPTS} times running; run the spawn again",
-        )
-
-    def _sweep_claims(self) -> None:
-        """Remove claim directories of spawns killed before their rename.
-
-        Each is removed while this process holds its lock, so a spawn that is
-        just locking it waits, then finds it removed (see _locked_claim_dir).
-        """
-        for entry in os.listdir(self.root):
-            if not entry.startswith(CLAIM_PREFIX):
-                continue  # only our claim directories
-            path = os.path.join(self.root, entry)
-            try:
-                fd = os.open(os.path.join(path, SPAWN_LOCK), os.O_RDONLY | os.O_CLOEXEC)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_nlink == 0:
-                    continue  # another sweep removed it meanwhile
-                shutil.rmtree(path, ignore_errors=True)
-                LOG.info("removed %s, an unlocked claim (its spawn was killed)", path)
-            except BlockingIOError:
-                continue  # its spawn is alive
-            finally:
-                os.close(fd)
-
     # Writing -------------------------------------------------------------------
 
     def write_record(self, record: InstanceRecord) -> None:
-        _write_atomic(self.record_path(record.uuid), _dumps(record))
+        staging.write_atomic(self.record_path(record.uuid), _dumps(record))
 
     def write(self, record: InstanceRecord, xml: str) -> None:
         """Write libvirt.xml, then the finished record (state created), each atomically."""
-        _write_atomic(self.xml_path(record.uuid), xml)
+        staging.write_atomic(self.xml_path(record.uuid), xml)
         record.state, record.pid = CREATED, None
         self.write_record(record)
 
@@ -284,12 +219,3 @@ class InstanceStore:
 
 def _dumps(record: InstanceRecord) -> str:
     return json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"
-
-
-def _write_atomic(path: str, text: str) -> None:
-    staged = f"{path}.{os.getpid()}.tmp"
-    with open(staged, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(staged, path)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import errno
 import os
 
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
-from nova_disk_tuning.common import units
-from nova_disk_tuning.images import publish
+from nova_disk_tuning.common import staging, units
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.inspection import ImageSafety
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -64,23 +64,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    # Refuse early what cannot be published; link(2) checks again at the end.
-    publish.check_destination(args.dst)
+    # Refuse early what cannot be published; publishing checks again at the end.
+    check_destination(args.dst)
     found = ImageSafety().check(args.src, args.source_format)
     qemu_img = QemuImg(conf)
-    # Work under a locked temporary name beside DST and publish it only if
-    # nothing is at DST by then: a failed, killed or racing run never leaves
-    # a partial DST nor removes anything it did not make.
-    with publish.StagedFile(args.dst) as staged:
-        staged_path = staged.path
-        if staged_path is None:
-            # StagedFile.__enter__ sets it: None here would be a bug there.
-            raise exception.ImageError(path=args.dst, reason="no temporary file to convert into")
+    # Work in a locked stage beside DST and publish only if nothing is at
+    # DST by then: a failed, killed or racing run never leaves a partial
+    # DST nor removes anything it did not make.
+    with staging.Stage(args.dst) as stage:
         with common.progress(f"convert {os.path.basename(args.src)}", enabled=not args.json) as bar:
-            result = qemu_img.convert(
-                args.src, staged_path, found.format, args.output_format, bar, fresh_target=True
-            )
-        staged.publish()
+            result = qemu_img.convert(args.src, stage.path, found.format, args.output_format, bar)
+        try:
+            stage.publish()
+        except FileExistsError:
+            raise exception.ImageError(
+                path=args.dst,
+                reason="it appeared while converting (made by someone else); "
+                "nothing was replaced and the conversion was discarded",
+            ) from None
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            raise exception.ImageError(
+                path=args.dst,
+                reason=f"the file system of {os.path.dirname(os.path.abspath(args.dst))} "
+                "has no hard links, which publishing without replacing needs there; "
+                "convert into another directory",
+            ) from None
     # The temporary name is gone: show the command as run for the final name.
     result = dataclasses.replace(result, command=[*result.command[:-1], args.dst])
     if args.json:
@@ -92,6 +102,32 @@ def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         )
         print(" ".join(result.command))
     return 0
+
+
+def check_destination(dst: str) -> None:
+    """Refuse up front, in one line, a destination that cannot be published.
+
+    ``lexists``, not ``exists``: a dangling symlink is something the user
+    put there, and publishing would refuse it at the end anyway.
+    """
+    if os.path.islink(dst) and not os.path.exists(dst):
+        raise exception.ImageError(
+            path=dst,
+            reason="the destination is a dangling symlink; remove it or choose another name",
+        )
+    if os.path.lexists(dst):
+        raise exception.ImageError(
+            path=dst, reason="the destination exists; remove it or choose another name"
+        )
+    if not os.path.basename(dst):
+        raise exception.ImageError(path=dst, reason="the destination must name a file")
+    directory = os.path.dirname(os.path.abspath(dst))
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise exception.ImageError(path=dst, reason=f"{directory} is not a directory")
+    if not os.path.isdir(directory):
+        raise exception.ImageError(
+            path=dst, reason=f"the directory {directory} does not exist; create it first"
+        )
 
 
 def info_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:

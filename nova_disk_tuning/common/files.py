@@ -15,6 +15,15 @@ def remove_if_exists(path: str) -> bool:
     return True
 
 
+def fsync_path(path: str) -> None:
+    """Make a file's (or a directory's) content durable, by its name."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory: str) -> None:
     """Make a create, rename or unlink in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

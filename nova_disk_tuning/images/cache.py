@@ -4,12 +4,12 @@ Layout (Nova's): ``$instances_path/<[image_cache] subdirectory_name>/<sha1(image
 holds the image; ``<sha1>.info`` beside it records its format and origin.
 Lock files live in ``$instances_path/locks``.
 
-Crash safety: an entry is built under temporary names in the same directory
-(``<sha1>.<pid>.part`` / ``.tmp``), fsynced, and renamed into place, then the
-directory is fsynced; so the final name only ever holds a complete image.
-The entry lock is an fcntl lock (oslo.concurrency), which dies with its
-holder; whoever takes it next removes temporary files of that entry, which
-can only belong to a dead process.
+Crash safety: an entry is built in a stage beside it
+(:mod:`~nova_disk_tuning.common.staging`: a hidden directory whose lock dies
+with its owner), fsynced, and renamed into place, then the directory is
+fsynced; so the final name only ever holds a complete image. The entry lock
+is an fcntl lock (oslo.concurrency); the entry's next fetch and ``prune``
+remove the stages whose owner died.
 
 The files of one entry (its record, its use lock) are handled in
 :mod:`~nova_disk_tuning.images.cache_entry`.
@@ -28,16 +28,15 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
-from oslo_concurrency import lockutils
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import locks, staging
 from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
 from nova_disk_tuning.images import diskops, fetch, inspection
 from nova_disk_tuning.images.cache_entry import (
     ENTRY_NAME,
-    fsync_file,
     mark_in_use,
     meta_path,
     qcow2_backing_file,
@@ -50,21 +49,9 @@ from nova_disk_tuning.images.qemu_img import ConvertResult, QemuImg
 
 LOG = logging.getLogger(__name__)
 
-# <sha1>.<pid>.part / .tmp: what a fetch works in before it publishes.
-_PARTIAL = re.compile(r"[0-9a-f]{40}\.([0-9]+)\.(?:part|tmp)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
-LOCK_PREFIX = "nova-disk-tuning-"
+# <sha1>.<pid>.part / .tmp: where releases before the stages fetched; removed
+# under the entry's lock, which every fetch of that entry held.
+_LEGACY_PARTIAL = re.compile(r"([0-9a-f]{40})\.[0-9]+\.(?:part|tmp)")
 
 
 @dataclasses.dataclass
@@ -126,12 +113,7 @@ class ImageCache:
         return os.path.join(self.base_dir, hashlib.sha1(image_id.encode()).hexdigest())
 
     def _lock(self, path: str) -> Any:
-        return lockutils.lock(
-            f"image-{os.path.basename(path)}",
-            lock_file_prefix=LOCK_PREFIX,
-            external=True,
-            lock_path=self.lock_dir,
-        )
+        return locks.external_lock(f"image-{os.path.basename(path)}", self.lock_dir)
 
     # -- fetch ---------------------------------------------------------------------
 
@@ -194,85 +176,78 @@ class ImageCache:
         progress: Callable[[float], None] | None,
     ) -> CachedImage:
         started = time.monotonic()
-        part = f"{path}.{os.getpid()}.part"
-        converted = f"{path}.{os.getpid()}.tmp"
         force_raw = self.conf.force_raw_images
         converting = force_raw and declared_format not in (None, "raw")
         fetch_share = 50.0 if converting else 100.0
-        try:
-            LOG.info("image %s: fetching %s into %s", image_id, source, part)
-            self.fetchers.for_source(source).fetch(
-                source, part, _scaled(progress, 0.0, fetch_share)
-            )
-            # Safety first: nothing else (qemu-img included) reads it before.
-            found = self.safety.check(part, declared_format, max_size)
+        with staging.Stage(path) as stage:
+            part = stage.path
+            try:
+                LOG.info("image %s: fetching %s into %s", image_id, source, part)
+                self.fetchers.for_source(source).fetch(
+                    source, part, _scaled(progress, 0.0, fetch_share)
+                )
+                # Safety first: nothing else (qemu-img included) reads it before.
+                found = self.safety.check(part, declared_format, max_size)
+            except exception.ImageUnacceptable as exc:
+                if exc.kwargs.get("path") != part:
+                    raise
+                # Name the operator's image, not our copy of it in the stage.
+                raise exception.ImageUnacceptable(
+                    path=source, reason=exc.kwargs.get("reason", str(exc))
+                ) from None
             info = self.qemu_img.info(part, found.format)
             if info.backing_file:
                 raise exception.ImageUnacceptable(
                     path=source,
                     reason="qemu-img reports a backing file. Use a self-contained image.",
                 )
-            fmt, staged, conversion = found.format, part, None
+            fmt, built, conversion = found.format, part, None
             if force_raw and fmt != "raw":
                 LOG.info("image %s: converting %s to raw (force_raw_images)", image_id, fmt)
+                built = stage.scratch("raw")
                 conversion = self.qemu_img.convert(
                     part,
-                    converted,
+                    built,
                     fmt,
                     "raw",
                     progress=_scaled(progress, fetch_share, 100.0),
                     preallocation="none",  # bases are read-only: holes stay holes
                 )
-                os.unlink(part)
-                fmt, staged = "raw", converted
+                os.unlink(part)  # its space back before the entry is published
+                fmt = "raw"
             size = int(info.virtual_size)
-            fsync_file(staged)
             write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
-            os.rename(staged, path)
-            fsync_dir(self.base_dir)
-        except exception.ImageUnacceptable as exc:
-            for leftover in (part, converted):
-                remove_if_exists(leftover)
-            if exc.kwargs.get("path") != part:
-                raise
-            # Name the operator's image, not our temporary copy of it.
-            raise exception.ImageUnacceptable(
-                path=source, reason=exc.kwargs.get("reason", str(exc))
-            ) from None
-        except BaseException:
-            for leftover in (part, converted):
-                remove_if_exists(leftover)
-            raise
+            # Under the entry lock: what is at the final name has no record
+            # of its format (checked by _reuse), so it may be replaced.
+            stage.publish(replace=True, source=built)
         seconds = time.monotonic() - started
         LOG.info("image %s: cached as %s (%s) in %.2f s", image_id, path, fmt, seconds)
         return CachedImage(path, fmt, size, True, image_id, conversion, seconds)
 
-    def _remove_stale(self, path: str) -> None:
-        # Called with the entry lock held: no live process writes these.
+    def _remove_stale(self, path: str) -> list[str]:
+        """Partial fetches of releases before the stages (called with the entry lock held)."""
+        removed = []
         for stale in glob.glob(f"{glob.escape(path)}.*.part") + glob.glob(
             f"{glob.escape(path)}.*.tmp"
         ):
-            LOG.info("removing %s, left by an interrupted fetch", stale)
-            remove_if_exists(stale)
+            if _LEGACY_PARTIAL.fullmatch(os.path.basename(stale)) and remove_if_exists(stale):
+                LOG.info("removed %s, left by an interrupted fetch", stale)
+                removed.append(stale)
+        return removed
 
     def _remove_abandoned(self) -> list[str]:
-        """Partial fetches whose process is gone, of any entry: prune's share of clean-up.
+        """The stages of fetches that were killed, of any entry: prune's share of clean-up.
 
-        A fetch killed with SIGKILL leaves ``<entry>.<pid>.part`` (or
-        ``.tmp``); the next fetch of the same image removes it, but an image
-        that changed gets a new entry and never would. The pid names the
-        owner: while it runs (or its pid was reused) the file stays.
+        The entry's next fetch sweeps its own; an image that changed gets a
+        new entry and never would.
         """
-        removed = []
-        for stale in glob.glob(os.path.join(glob.escape(self.base_dir), "*.*.p*")) + glob.glob(
-            os.path.join(glob.escape(self.base_dir), "*.*.tmp")
-        ):
-            match = _PARTIAL.fullmatch(os.path.basename(stale))
-            if match is None or _alive(int(match.group(1))):
-                continue
-            if remove_if_exists(stale):
-                LOG.info("removed %s, left by a fetch that was killed", stale)
-                removed.append(stale)
+        removed = staging.sweep(self.base_dir)
+        names = os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []
+        entries = {m.group(1) for m in map(_LEGACY_PARTIAL.fullmatch, names) if m is not None}
+        for name in sorted(entries):
+            entry = os.path.join(self.base_dir, name)
+            with self._lock(entry):
+                removed += self._remove_stale(entry)
         return removed
 
     # -- list / prune --------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from nova_disk_tuning.common.files import flock_held
+from nova_disk_tuning.common.staging import write_atomic
 from nova_disk_tuning.images.source import QCOW2_MAGIC
 
 ENTRY_NAME = re.compile(r"^[0-9a-f]{40}$")
@@ -46,21 +47,8 @@ def read_meta(path: str) -> dict[str, Any] | None:
 
 
 def write_meta(path: str, meta: dict[str, Any]) -> None:
-    """Write the entry's record durably under a temporary name, then rename it into place."""
-    staged = f"{path}.info.{os.getpid()}.tmp"
-    with open(staged, "w") as handle:
-        json.dump(meta, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(staged, meta_path(path))
-
-
-def fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write the entry's record whole and durably (the caller holds the entry lock)."""
+    write_atomic(meta_path(path), json.dumps(meta))
 
 
 @contextlib.contextmanager

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from nova_disk_tuning.common import locks
+
 LOG = logging.getLogger(__name__)
 _POLL_SECONDS = 0.2
 
@@ -43,7 +45,7 @@ class DiskOpsLimiter:
         waited = False
         while True:
             for index in range(limit):
-                path = os.path.join(self.lock_dir, f"nova-disk-tuning-disk-ops-{index}")
+                path = locks.lock_path(self.lock_dir, f"disk-ops-{index}")
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

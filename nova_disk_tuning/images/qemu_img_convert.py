@@ -59,15 +59,13 @@ class ConvertCommands(CreateCommands):
         dst_format: str,
         progress: ProgressCallback | None = None,
         preallocation: str | None = None,
-        fresh_target: bool = False,
     ) -> ConvertResult:
         """Convert ``src`` into ``dst``, safely flushed and as fast as the storage allows.
 
-        ``fresh_target``: ``dst`` is an empty file the caller has just made
-        and removes on failure (a locked temporary name, see
-        :mod:`~nova_disk_tuning.images.publish`). It is prepared like a
-        target made here (preallocated, ``-n --target-is-zero``) but never
-        removed here.
+        A ``dst`` that does not exist is made here (preallocated, then
+        ``-n --target-is-zero``) and removed again if the conversion fails;
+        callers that publish it convert into a stage
+        (:mod:`~nova_disk_tuning.common.staging`).
         """
         if not src_format or not dst_format:
             raise exception.ImageError(path=src, reason="convert needs both formats (-f and -O)")
@@ -95,19 +93,16 @@ class ConvertCommands(CreateCommands):
             argv.append("-p")
 
         created = not os.path.exists(dst)
-        fresh = created or fresh_target
         started = time.monotonic()
         done = "none"
         target_is_zero = False
         try:
-            if fresh and tuning.convert_target_is_zero and self.supports_target_is_zero():
-                done = self._make_target_for(
-                    src, dst, dst_format, virtual_size, wanted, fresh_target
-                )
+            if created and tuning.convert_target_is_zero and self.supports_target_is_zero():
+                done = self._make_target_for(src, dst, dst_format, virtual_size, wanted)
                 argv += ["-n", "--target-is-zero"]
                 target_is_zero = True
                 reasons.append(f"target created here ({done}), so -n --target-is-zero")
-            elif fresh and wanted != "none":
+            elif created and wanted != "none":
                 reasons.append("target made by qemu-img itself: not preallocated")
             prepare = time.monotonic() - started
             argv += [source_name(src, src_format), dst]
@@ -158,12 +153,10 @@ class ConvertCommands(CreateCommands):
         reasons.append(f"-T {wanted}: {why}")
         return wanted
 
-    def _make_target_for(
-        self, src: str, dst: str, fmt: str, size: int, wanted: str, exists: bool
-    ) -> str:
+    def _make_target_for(self, src: str, dst: str, fmt: str, size: int, wanted: str) -> str:
         """_make_target, with a file too large for the file system said of ``src``."""
         try:
-            return self._make_target(dst, fmt, size, wanted, exists)
+            return self._make_target(dst, fmt, size, wanted)
         except OSError as exc:
             if exc.errno != errno.EFBIG:
                 raise
@@ -175,16 +168,12 @@ class ConvertCommands(CreateCommands):
                 "smaller image, or a file system with larger files (xfs)",
             ) from None
 
-    def _make_target(self, dst: str, fmt: str, size: int, wanted: str, exists: bool = False) -> str:
-        """Create a zeroed target of ``size``; return the preallocation done.
-
-        ``exists``: ``dst`` is the caller's empty file; it is reused as it is
-        (same inode: the caller's lock on it stays valid), never re-created.
-        """
+    def _make_target(self, dst: str, fmt: str, size: int, wanted: str) -> str:
+        """Create a zeroed target of ``size``; return the preallocation done."""
         if fmt != "raw":
             # performance -> standalone qcow2 with preallocation=falloc.
             return self.create(dst, fmt, size, preallocation=wanted).preallocation
-        with open(dst, "r+b" if exists else "xb") as handle:
+        with open(dst, "xb") as handle:
             os.ftruncate(handle.fileno(), size)
         if wanted == "none":
             return "none"

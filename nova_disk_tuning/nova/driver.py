@@ -37,14 +37,14 @@ from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from nova_disk_tuning.domxml.disk import LibvirtConfigGuestDisk
+from nova_disk_tuning.host import host_caps
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.nova import conf as nova_conf
 from nova_disk_tuning.nova import facts as nova_facts
 from nova_disk_tuning.nova import imagebackend, privsep, render
 from nova_disk_tuning.nova.tune import describe, tune_config
 from nova_disk_tuning.policy.decide import decide
-from nova_disk_tuning.policy.facts import HostCaps, version_from_int
-from nova_disk_tuning.storage import kernel
+from nova_disk_tuning.policy.facts import HostCaps
 from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)
@@ -68,14 +68,7 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
 
     def _ndt_host_caps(self) -> HostCaps:
         if self._ndt_caps is None:
-            conn = self._host.get_connection()
-            io_uring = kernel.io_uring_support()
-            self._ndt_caps = HostCaps(
-                libvirt_version=version_from_int(conn.getLibVersion()),
-                qemu_version=version_from_int(conn.getVersion()),
-                kernel_io_uring=io_uring.usable,
-                kernel_io_uring_detail=io_uring.reason,
-            )
+            self._ndt_caps = host_caps(self._host.get_connection())
         return self._ndt_caps
 
     # -- guest configs -------------------------------------------------------------

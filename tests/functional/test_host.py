@@ -5,7 +5,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from nova_disk_tuning.host import Host
+from nova_disk_tuning.host import Host, host_caps
 from nova_disk_tuning.policy.facts import version_from_int
 from nova_disk_tuning.storage.kernel import io_uring_support
 
@@ -17,12 +17,15 @@ def host(make_conf):
 
 
 def test_versions_from_the_test_driver(host):
-    assert host.hypervisor_type() == "TEST"
+    conn = host.get_connection()
+    assert conn.getType() == "TEST"
+    # The test driver's getVersion() is its own (0.0.2), not a QEMU version:
+    # host_caps (the one reader, which the Nova drop-in calls too) says so.
+    assert conn.getVersion() == 2
+    caps = host_caps(conn)
+    assert caps.qemu_version is None
     # The library's own answer, asked without a connection.
-    assert host.libvirt_version() == version_from_int(libvirt.getVersion())
-    # The test driver's getVersion() is its own (0.0.2), not a QEMU version.
-    assert host.get_connection().getVersion() == 2
-    assert host.qemu_version() is None
+    assert caps.libvirt_version == version_from_int(libvirt.getVersion())
 
 
 def test_caps(host):
@@ -51,7 +54,7 @@ def test_connection_is_lazy_kept_and_reopened(make_conf):
 def test_read_only_connection(make_conf):
     with Host(make_conf(libvirt={"connection_uri": "test:///default"}), read_only=True) as h:
         assert h.get_connection().isAlive()
-        assert h.libvirt_version() >= (1, 0, 0)
+        assert h.caps().libvirt_version >= (1, 0, 0)
 
 
 def test_tuned_guest_is_accepted_by_this_libvirt(host, make_conf, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from nova_disk_tuning.common import staging
 from tests.functional.conftest import MiB, requires_root
 
 pytestmark = requires_root
@@ -59,9 +60,7 @@ def assert_nothing_left(instances: Path) -> None:
         rel = path.relative_to(instances)
         if rel.parts[0] == "locks":
             continue
-        if rel.parts[0] == "_base" and (
-            len(rel.parts) == 1 or not path.name.endswith((".part", ".tmp"))
-        ):
+        if rel.parts[0] == "_base" and not any(staging.is_stage(part) for part in rel.parts):
             # A finished cache entry is the cache's, not a leftover.
             continue
         pytest.fail(f"left behind: {rel}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from nova_disk_tuning.common import staging
 from tests.functional.conftest import MiB, requires_root
 
 pytestmark = [requires_root, pytest.mark.timeout(600)]
@@ -91,10 +92,7 @@ def record(root: Path) -> dict | None:
 MARKERS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "fetching": (
         "the base image being fetched or converted",
-        lambda root: bool(
-            glob.glob(str(root / "instances" / "_base" / "*.p*"))
-            or glob.glob(str(root / "instances" / "_base" / "*.tmp"))
-        ),
+        lambda root: bool(glob.glob(str(root / "instances" / "_base" / f".*{staging.MARK}*"))),
     ),
     "root-disk": (
         "the root disk file appearing",
@@ -120,8 +118,8 @@ def leftovers(root: Path) -> list[str]:
         rel = path.relative_to(root / "instances")
         if rel.parts[0] == "locks" or (rel.parts[0] == "_base" and len(rel.parts) == 1):
             continue
-        if rel.parts[0] == "_base" and not path.name.endswith((".part", ".tmp")):
-            continue
+        if rel.parts[0] == "_base" and not any(staging.is_stage(part) for part in rel.parts):
+            continue  # a finished cache entry is the cache's, not a leftover
         found.append(str(rel))
     return found
 

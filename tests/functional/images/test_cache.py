@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import multiprocessing
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import staging
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.fetch import LocalFileFetcher
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -191,7 +192,8 @@ def test_killed_halfway_through_conversion(conf, tmp_path, killer, raw_image):
     _wait_for(halfway)
     cache = ImageCache(conf)
     name = os.path.basename(cache.entry_path(IMAGE_ID))
-    assert any(f.startswith(name + ".") and f.endswith(".tmp") for f in cache_files(cache))
+    stages = [f for f in cache_files(cache) if staging.is_stage_of(name, f)]
+    assert stages and "raw" in os.listdir(os.path.join(cache.base_dir, stages[0]))
     os.kill(proc.pid, signal.SIGKILL)
     proc.join(10)
     assert not os.path.exists(cache.entry_path(IMAGE_ID))
@@ -284,20 +286,34 @@ def test_prune_is_not_stopped_by_a_fifo_in_an_instance_directory(make_conf, tmp_
     assert ImageCache(conf).prune(max_age=0) == []
 
 
-def test_prune_removes_partial_fetches_of_dead_processes_only(make_conf, tmp_path):
-    """A killed fetch leaves <entry>.<pid>.part; prune removes it once that pid is gone."""
+def test_prune_removes_partial_fetches_whose_lock_nobody_holds(make_conf, tmp_path):
+    """A killed fetch leaves its stage; prune removes it once nobody holds its lock.
+
+    Releases before the stages left ``<entry>.<pid>.part``: removed under the
+    entry's lock. Files of the cache directory that are not ours stay.
+    """
     conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
     cache = ImageCache(conf)
     os.makedirs(cache.base_dir)
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # a pid that no longer runs
     entry = os.path.join(cache.base_dir, "ab" * 20)
-    abandoned = f"{entry}.{dead.pid}.part"
-    running = f"{entry}.{os.getpid()}.tmp"
+    abandoned, running = (
+        os.path.join(cache.base_dir, f"{staging.stage_prefix(entry)}{c * 16}") for c in "ab"
+    )
+    for stage in (abandoned, running):
+        os.mkdir(stage)
+        for name in (staging.LOCK, os.path.basename(entry)):
+            with open(os.path.join(stage, name), "wb") as handle:
+                handle.write(b"x" * 4096)
+    legacy = f"{entry}.12345.part"
     foreign = os.path.join(cache.base_dir, "notes.1.part")
-    for path in (abandoned, running, foreign):
+    for path in (legacy, foreign):
         with open(path, "wb") as handle:
             handle.write(b"x" * 4096)
-    assert cache.prune(max_age=0) == [abandoned]
-    assert not os.path.exists(abandoned)
+    holder = os.open(os.path.join(running, staging.LOCK), os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # this test plays the live fetch
+        assert sorted(cache.prune(max_age=0)) == sorted([abandoned, legacy])
+    finally:
+        os.close(holder)
+    assert not os.path.exists(abandoned) and not os.path.exists(legacy)
     assert os.path.exists(running) and os.path.exists(foreign)

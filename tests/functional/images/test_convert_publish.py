@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from nova_disk_tuning.common import staging
 from nova_disk_tuning.images import qemu_img_convert
 from nova_disk_tuning.images.qemu_img import QemuImg
 from tests.functional.conftest import requires_root
@@ -103,7 +104,8 @@ def convert(conf: str, src: str, dst: str, *extra: str) -> Finished:
 
 
 def temps(directory: Path, dst_name: str) -> list[str]:
-    return sorted(n for n in os.listdir(directory) if n.startswith(f".{dst_name}.ndt-convert-"))
+    """The stages of ``dst_name`` in ``directory`` (where a run converts before it publishes)."""
+    return sorted(n for n in os.listdir(directory) if staging.is_stage_of(dst_name, n))
 
 
 def assert_one_line_error(result: Finished, *fragments: str) -> str:
@@ -148,7 +150,7 @@ def allocated(directory: Path, dst_name: str) -> int:
     total = 0
     for name in temps(directory, dst_name):
         try:
-            total += os.stat(directory / name).st_blocks * 512
+            total += os.stat(directory / name / dst_name).st_blocks * 512
         except FileNotFoundError:
             pass
     return total
@@ -180,8 +182,8 @@ def test_racing_converts_publish_exactly_one(nova_conf, race_qcow2, tmp_path, ru
 # -- killed and stopped runs -----------------------------------------------------------
 
 
-# Where a run is stopped: its temporary file just made (qemu-img not started
-# yet), qemu-img's first data in it, and half of the data written.
+# Where a run is stopped: its stage just made (qemu-img not started yet),
+# qemu-img's first data in it, and half of the data written.
 POINTS: dict[str, Callable[[Path, str], bool]] = {
     "temp-created": lambda directory, name: bool(temps(directory, name)),
     "first-data": lambda directory, name: allocated(directory, name) > 0,
@@ -300,21 +302,22 @@ def test_a_missing_directory_is_one_line(nova_conf, qcow2_image, out_dir):
 # -- leftovers ---------------------------------------------------------------------------
 
 
-def test_a_locked_temp_of_a_live_run_is_kept_an_abandoned_one_removed(
-    nova_conf, qcow2_image, out_dir
-):
+def test_the_stage_of_a_live_run_is_kept_an_abandoned_one_removed(nova_conf, qcow2_image, out_dir):
     dst = out_dir / "disk.raw"
-    live = out_dir / f".disk.raw.ndt-convert-{HEX}"
-    abandoned = out_dir / f".disk.raw.ndt-convert-{'a' * 16}"
-    not_ours = [out_dir / ".disk.raw.ndt-convert-x", out_dir / f".other.raw.ndt-convert-{HEX}"]
-    for path in (live, abandoned, *not_ours):
+    live, abandoned = (out_dir / f"{staging.stage_prefix(str(dst))}{c * 16}" for c in "fa")
+    for stage in (live, abandoned):
+        stage.mkdir()
+        (stage / staging.LOCK).write_bytes(b"")
+        (stage / "disk.raw").write_bytes(b"partial")
+    not_ours = [out_dir / ".disk.raw.ndt-stage-x", out_dir / f".other.raw.ndt-stage-{HEX}"]
+    for path in not_ours:
         path.write_bytes(b"partial")
-    holder = os.open(live, os.O_RDWR)  # this test plays the live concurrent run
+    holder = os.open(live / staging.LOCK, os.O_RDWR)  # this test plays the live concurrent run
     try:
         fcntl.flock(holder, fcntl.LOCK_EX)
         result = convert(nova_conf, qcow2_image, str(dst))
         assert result.returncode == 0, result.stderr
-        assert live.read_bytes() == b"partial"
+        assert (live / "disk.raw").read_bytes() == b"partial"
     finally:
         os.close(holder)
     expected = sorted(["disk.raw", live.name, *(p.name for p in not_ours)])

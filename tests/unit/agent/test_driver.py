@@ -16,6 +16,7 @@ from nova_disk_tuning.agent.assembly import GuestDisk
 from nova_disk_tuning.agent.record import InstanceRecord
 from nova_disk_tuning.agent.store import InstanceStore
 from nova_disk_tuning.cmd.instances import block_device_info_from_files
+from nova_disk_tuning.common import staging
 from nova_disk_tuning.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.domxml.targets import TargetNames as _TargetNames
 from nova_disk_tuning.policy import result
@@ -271,27 +272,25 @@ def test_cache_backends_and_volume_drivers_share_one_probe(conf, tmp_path):
         assert backend.zeroer._probe is driver.probe
 
 
-def _sweep_before_first_lock(monkeypatch, other: InstanceStore) -> list[str]:
-    """Run ``other``'s sweep in the moment between a claim's lock file and its lock.
+def _sweep_before_first_lock(monkeypatch, root: str) -> list[str]:
+    """Sweep ``root`` in the moment between a claim's lock file and its lock.
 
     That is where a concurrent spawn's sweep found a lock nobody held yet
-    (16 concurrent spawns, ENOENT writing the record). Returns the claim
-    directories that existed when the sweep ran.
+    (16 concurrent spawns, ENOENT writing the record). Returns the stages
+    that existed when the sweep ran.
     """
     import fcntl as real_fcntl
-
-    from nova_disk_tuning.agent import store as store_mod
 
     seen: list[str] = []
     real_flock = real_fcntl.flock
 
     def flock(fd, operation):
         if operation == real_fcntl.LOCK_EX and not seen:
-            seen.extend(e for e in os.listdir(other.root) if e.startswith(store_mod.CLAIM_PREFIX))
-            other._sweep_claims()
+            seen.extend(e for e in os.listdir(root) if staging.is_stage(e))
+            staging.sweep(root)
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(store_mod.fcntl, "flock", flock)
+    monkeypatch.setattr(staging.fcntl, "flock", flock)
     return seen
 
 
@@ -299,32 +298,33 @@ def test_a_claim_swept_before_its_lock_is_made_again(make_conf, monkeypatch):
     conf = make_conf()
     store = InstanceStore(conf)
     store.check_root()
-    swept = _sweep_before_first_lock(monkeypatch, InstanceStore(conf))
+    swept = _sweep_before_first_lock(monkeypatch, store.root)
     uuid = "7d2e1f0a-3b4c-4d5e-8f6a-7b8c9d0e1f2a"
     claim = store.claim(InstanceRecord(name="vm", uuid=uuid))
     try:
-        assert len(swept) == 1  # the first claim directory was there, unlocked, and swept
+        assert len(swept) == 1  # the first stage was there, unlocked, and swept
         assert not os.path.exists(os.path.join(store.root, swept[0]))
         assert store.read(uuid) is not None and store.owner_alive(uuid)
-        assert not [e for e in os.listdir(store.root) if e.startswith(".claim-")]
+        assert not [e for e in os.listdir(store.root) if staging.is_stage(e)]
     finally:
         claim.release()
+    assert not store.owner_alive(uuid)
 
 
-def test_a_sweep_leaves_a_locked_claim_and_removes_a_dead_one(make_conf):
-    import fcntl
-
+def test_a_claim_sweeps_dead_claims_and_leaves_a_live_one(make_conf):
     store = InstanceStore(make_conf())
     store.check_root()
-    alive = os.path.join(store.root, ".claim-alive-x")
-    dead = os.path.join(store.root, ".claim-dead-y")
-    for path in (alive, dead):
-        os.makedirs(path)
-        open(os.path.join(path, ".spawn.lock"), "w").close()
-    held = os.open(os.path.join(alive, ".spawn.lock"), os.O_RDWR)
+    alive = store.claim(InstanceRecord(name="a", uuid="1d2e1f0a-3b4c-4d5e-8f6a-7b8c9d0e1f2a"))
+    dead = os.path.join(
+        store.root, f".2d2e1f0a-3b4c-4d5e-8f6a-7b8c9d0e1f2a{staging.MARK}{'0' * 16}"
+    )
+    os.makedirs(dead)
+    for name in (staging.LOCK, "instance.json"):
+        open(os.path.join(dead, name), "w").close()  # killed before its rename
     try:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        store._sweep_claims()
-        assert os.path.isdir(alive) and not os.path.exists(dead)
+        store.claim(InstanceRecord(name="b", uuid="3d2e1f0a-3b4c-4d5e-8f6a-7b8c9d0e1f2a")).release()
+        assert not os.path.exists(dead)
+        assert store.owner_alive(alive.record.uuid)
+        assert sorted(r.name for r in store.records()) == ["a", "b"]
     finally:
-        os.close(held)
+        alive.release()

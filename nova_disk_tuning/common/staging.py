@@ -1,0 +1,351 @@
+"""Build a file or a directory under a hidden name, publish it whole, sweep what the dead left.
+
+The one way the project makes anything appear under a final name: a
+converted image (``convert`` DST), a base image in the cache and its record,
+a claimed instance directory and its record. Before it, three ways with
+three liveness tests existed, and a killed run could leave a partial file
+under a final name or a leftover nobody would remove.
+
+A *stage* is a hidden directory beside the final name,
+``.<name>.ndt-stage-<16 hex>/``. Its owner holds an exclusive ``flock`` on
+the lock file ``.ndt.lock`` inside it for its whole life. The kernel drops
+the lock when the owner dies, however it dies, so the lock (not a pid,
+which the kernel reuses) tells a live stage from an abandoned one. The lock
+is a file of its own, not the data: qemu-img takes OFD locks on the image it
+writes, and on NFS ``flock`` is emulated with the same byte-range locks.
+
+:meth:`Stage.publish` makes the data durable, then renames it to the final
+name (same directory, so one file system) and syncs the directory: a crash
+leaves the old state or the whole new one. Without ``replace`` nothing that
+exists is ever replaced, a dangling symlink included (``renameat2`` with
+``RENAME_NOREPLACE``; ``link(2)`` where the file system lacks it);
+``replace`` is for callers that hold their own lock on the final name.
+
+:func:`sweep` removes stages whose lock nobody holds. A stage holds regular
+files only; sweeping unlinks those (never follows a symlink, never descends
+into a directory, so it cannot cross a mount) and removes nothing else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import secrets
+import stat
+from types import TracebackType
+
+from oslo_log import log as logging
+
+from nova_disk_tuning.common.files import fsync_dir, fsync_path, remove_if_exists
+from nova_disk_tuning.common.libc import libc
+
+LOG = logging.getLogger(__name__)
+
+MARK = ".ndt-stage-"
+LOCK = ".ndt.lock"
+_HEX = 16  # 64 random bits: a stage name is never reused while it exists
+_STAGE = re.compile(rf"\..+{re.escape(MARK)}[0-9a-f]{{{_HEX}}}")
+# NAME_MAX is 255 bytes; the dot, the mark and the suffix take 28 of them.
+_MAX_NAME_BYTES = 200
+_ATTEMPTS = 5
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def stage_prefix(final: str) -> str:
+    """The start of every stage name of ``final``: hidden, and clearly ours."""
+    name = os.fsencode(os.path.basename(final))[:_MAX_NAME_BYTES]
+    return f".{os.fsdecode(name)}{MARK}"
+
+
+def is_stage_of(final: str, name: str) -> bool:
+    """Whether the directory entry ``name`` is exactly one of the stages of ``final``."""
+    prefix = stage_prefix(final)
+    suffix = name[len(prefix) :]
+    return name.startswith(prefix) and len(suffix) == _HEX and _is_hex(suffix)
+
+
+def is_stage(name: str) -> bool:
+    """Whether the directory entry ``name`` is a stage (of any final name)."""
+    return _STAGE.fullmatch(name) is not None
+
+
+def sweep(directory: str, final: str | None = None) -> list[str]:
+    """Remove the abandoned stages in ``directory`` (only those of ``final``, if given).
+
+    Returns the stages removed. A stage whose lock is held belongs to a
+    live run and is left alone.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            names = [e.name for e in entries if is_stage(e.name)]
+    except FileNotFoundError:
+        return []
+    removed = []
+    for name in names:
+        if final is not None and not is_stage_of(final, name):
+            continue
+        path = os.path.join(directory, name)
+        if _remove_if_abandoned(path):
+            LOG.info("removed %s, left by a run that did not finish", path)
+            removed.append(path)
+    return removed
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace the file ``path`` with ``text`` whole: the old content or the new, never a mix.
+
+    For records whose writers hold their own lock (an instance's record,
+    a cache entry's): built in a stage, published with ``replace``.
+    """
+    with Stage(path) as stage:
+        fd = os.open(stage.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        stage.publish(replace=True)
+
+
+class Stage:
+    """A locked stage for ``final``; what is built in it becomes ``final`` only by :meth:`publish`.
+
+    ``path`` is what the caller builds: a file named like ``final`` inside
+    the stage, or with ``directory=True`` the stage directory itself (which
+    becomes ``final``, its lock file with it). Use it as a context manager
+    (entering sweeps the abandoned stages of ``final`` and makes ours;
+    leaving removes ours unless published, and only then releases the
+    lock), or :meth:`open` and :meth:`close` it.
+    """
+
+    def __init__(self, final: str, *, directory: bool = False) -> None:
+        self.final = os.path.abspath(final)
+        self.parent = os.path.dirname(self.final)
+        self.directory = directory
+        # The stage we made and must remove; set before anything is created,
+        # because Ctrl-C and SIGTERM arrive as exceptions between any two
+        # bytecodes, also right after a call returned.
+        self.stage: str | None = None
+        self._fd = -1
+        self.published = False
+
+    @property
+    def path(self) -> str:
+        """The file (or, for a directory stage, the directory) to build."""
+        if self.stage is None:
+            raise RuntimeError(f"the stage of {self.final} is not open")
+        if self.directory:
+            return self.final if self.published else self.stage
+        return os.path.join(self.stage, os.path.basename(self.final))
+
+    def scratch(self, name: str) -> str:
+        """Another file in the stage (removed with it), e.g. an intermediate conversion."""
+        if self.stage is None or os.sep in name or name in ("", ".", "..", LOCK):
+            raise ValueError(f"{name!r} is not a scratch file name of the stage")
+        return os.path.join(self.stage, name)
+
+    # Life cycle ---------------------------------------------------------------
+
+    def open(self) -> Stage:
+        try:
+            sweep(self.parent, self.final)
+            self._make_locked()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __enter__(self) -> Stage:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def publish(self, *, replace: bool = False, source: str | None = None) -> None:
+        """Make the built file (or directory) durable and visible as ``final``.
+
+        ``source`` is a scratch file to publish instead of :attr:`path`.
+        Raises ``FileExistsError`` when something is at ``final`` and
+        ``replace`` is false (nothing was replaced; the stage is kept for
+        :meth:`close`), and ``OSError(EOPNOTSUPP)`` when the file system can
+        publish neither by ``renameat2`` nor by ``link``.
+        """
+        if self.stage is None or self._fd < 0:
+            raise RuntimeError(f"the stage of {self.final} is not open")
+        built = source or self.path
+        fsync_path(built)
+        if replace:
+            os.rename(built, self.final)
+        else:
+            _rename_noreplace(built, self.final, is_dir=self.directory)
+        self.published = True
+        fsync_dir(self.parent)
+        LOG.debug("published %s", self.final)
+        if not self.directory:
+            self._remove_stage()
+
+    def close(self) -> None:
+        """Remove the stage unless it was published as ``final``, then release the lock."""
+        try:
+            if self.stage is not None and not (self.directory and self.published):
+                self._remove_stage()
+        finally:
+            self._release()
+
+    def release(self) -> None:
+        """Let go of the lock of a published directory stage (its owner is done)."""
+        self._release()
+
+    # Internals ------------------------------------------------------------------
+
+    def _make_locked(self) -> None:
+        """Make our stage directory and hold the flock on its lock file.
+
+        A concurrent sweep can see the stage between its mkdir and our lock
+        and remove it; so the lock file is checked once locked, and a new
+        stage is made when it was swept meanwhile.
+        """
+        prefix = stage_prefix(self.final)
+        for _ in range(_ATTEMPTS):
+            self.stage = os.path.join(self.parent, prefix + secrets.token_hex(_HEX // 2))
+            try:
+                os.mkdir(self.stage, 0o700)
+            except FileExistsError:
+                self.stage = None  # not ours; another random name
+                continue
+            except OSError:
+                self.stage = None
+                raise
+            try:
+                # O_CLOEXEC: qemu-img must not inherit the lock, or it would outlive us.
+                self._fd = os.open(
+                    os.path.join(self.stage, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
+            except FileNotFoundError:
+                self.stage = None  # swept before the lock file existed
+                continue
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if os.fstat(self._fd).st_nlink > 0:
+                if self.directory:
+                    # Not 0700 once it is the final directory (an instance dir).
+                    os.chmod(self.stage, 0o755)
+                return
+            self._release()  # swept between open and flock
+            self.stage = None
+        raise OSError(
+            errno.EAGAIN,
+            f"other runs removed the stage of {self.final} {_ATTEMPTS} times running",
+            self.parent,
+        )
+
+    def _remove_stage(self) -> None:
+        stage, self.stage = self.stage, None
+        if stage is not None:
+            _remove_contents(stage)
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _open_lock(stage: str) -> int | None:
+    try:
+        st = os.lstat(stage)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None  # a symlink or a file with our name is not ours
+    try:
+        return os.open(
+            os.path.join(stage, LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.ENXIO, errno.EISDIR):
+            return None
+        raise
+
+
+def _remove_if_abandoned(stage: str) -> bool:
+    fd = _open_lock(stage)
+    if fd is None:
+        # No lock file: its maker died between mkdir and creating it (or is
+        # just about to, and will find the stage gone and make another).
+        try:
+            os.rmdir(stage)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                return False
+            raise
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its owner is alive
+        if os.fstat(fd).st_nlink == 0:
+            return False  # another sweep removed it meanwhile
+        return _remove_contents(stage)
+    finally:
+        os.close(fd)
+
+
+def _remove_contents(stage: str) -> bool:
+    """Unlink the stage's files (the lock last) and the stage; False if it holds anything else."""
+    try:
+        names = os.listdir(stage)
+    except FileNotFoundError:
+        return False
+    for name in sorted(names, key=lambda n: n == LOCK):
+        path = os.path.join(stage, name)
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            LOG.warning("leaving %s: a stage holds files only, and %s is a directory", stage, path)
+            return False
+        remove_if_exists(path)
+    os.rmdir(stage)
+    return True
+
+
+def _rename_noreplace(src: str, dst: str, is_dir: bool) -> None:
+    """rename(2) that fails with EEXIST when anything at all is at ``dst``."""
+    try:
+        function = libc().renameat2
+    except AttributeError:  # a C library without renameat2 (glibc < 2.28)
+        function = None
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+        function.argtypes += [ctypes.c_uint]
+        result = function(
+            _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
+        )
+        if result == 0:
+            return
+        code = ctypes.get_errno()
+        # EINVAL: this file system has no RENAME_NOREPLACE (NFS, older FUSE).
+        if code not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(code, os.strerror(code), dst)
+    if is_dir:
+        # A directory cannot be linked: rename, which refuses a non-empty
+        # target; an empty one it would replace is refused first.
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+        os.rename(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EOPNOTSUPP):
+            raise OSError(errno.EOPNOTSUPP, "the file system has no hard links", dst) from None
+        raise
+    os.unlink(src)
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
