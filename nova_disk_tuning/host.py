@@ -18,7 +18,8 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.policy.facts import HostCaps, version_from_int
+from nova_disk_tuning.common.versions import version_from_int
+from nova_disk_tuning.policy.facts import HostCaps
 from nova_disk_tuning.storage import kernel
 
 LOG = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from oslo_log import log as logging
 
 from nova_disk_tuning.common.files import remove_if_exists
-from nova_disk_tuning.common.units import GiB, MiB
+from nova_disk_tuning.common.units import GiB, MiB, compact_size
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
@@ -62,7 +62,7 @@ def zero_file(workdir: str, fs: str, size: int, repeat: int) -> list[Result]:
         # Setup, untimed: a fully written file, flushed, so no dirty page
         # cache is left for the first timed variant to pay for.
         _dd(path, size, extra=("oflag=direct", "conv=fsync"))
-        return _zero_experiment(f"storage/zero-file-{fs}-{_h(size)}", path, size, repeat)
+        return _zero_experiment(f"storage/zero-file-{fs}-{compact_size(size)}", path, size, repeat)
     finally:
         remove_if_exists(path)
 
@@ -85,7 +85,9 @@ def zero_block_device(workdir: str, size: int, repeat: int) -> list[Result]:
             text=True,
         ).stdout.strip()
         _dd(dev, size, extra=("oflag=direct",))  # setup: allocate the backing file
-        return _zero_experiment(f"storage/zero-blockdev-loop-{_h(size)}", dev, size, repeat)
+        return _zero_experiment(
+            f"storage/zero-blockdev-loop-{compact_size(size)}", dev, size, repeat
+        )
     finally:
         if dev:
             subprocess.run(["losetup", "-d", dev], capture_output=True)
@@ -130,7 +132,7 @@ def _zero_experiment(name: str, path: str, size: int, repeat: int) -> list[Resul
 
 def preallocation(workdir: str, fs: str, size: int, repeat: int, dd_once: bool) -> list[Result]:
     path = os.path.join(workdir, "bench-prealloc.raw")
-    name = f"storage/preallocate-{fs}-{_h(size)}"
+    name = f"storage/preallocate-{fs}-{compact_size(size)}"
     runs = {"dd": 0}
 
     def ours() -> None:
@@ -222,10 +224,6 @@ def _remove_and_sync(path: str) -> None:
     # on whichever variant runs next (measured: fallocate 0.15-0.47 s).
     remove_if_exists(path)
     os.sync()
-
-
-def _h(size: int) -> str:
-    return f"{size // GiB}G" if size % GiB == 0 else f"{size // MiB}M"
 
 
 def format_results(results: list[Result]) -> str:

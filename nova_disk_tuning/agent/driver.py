@@ -25,6 +25,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent import assembly, loader
 from nova_disk_tuning.agent.domains import Domains
+from nova_disk_tuning.agent.imagebackend.base import ImageBackend
 from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance
 from nova_disk_tuning.agent.record import BUILDING, CREATED, InstanceRecord
 from nova_disk_tuning.agent.spawn import (
@@ -46,6 +47,7 @@ from nova_disk_tuning.policy.result import GuestTuning
 from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)
+
 
 class LibvirtDriver:
     """A Nova-style compute driver for libvirt at ``[libvirt] connection_uri``."""
@@ -71,13 +73,9 @@ class LibvirtDriver:
     def _lock(self, name: str) -> Any:
         return locks.external_lock(f"instance-{name}", os.path.join(self.store.root, "locks"))
 
-    def backend(self, name: str | None = None) -> Any:
+    def backend(self, name: str | None = None) -> ImageBackend:
         """The image backend ``name`` (default: ``[libvirt] images_type``'s)."""
-        cls = (
-            loader.image_backend(self.conf)
-            if name is None
-            else loader.load(loader.IMAGE_BACKENDS, name, "image backend", "an instance record")
-        )
+        cls = loader.image_backend(self.conf, name)
         return cls(self.conf, qemu_img=self.qemu_img, probe=self.probe)
 
     # -- spawn -----------------------------------------------------------------------
@@ -126,7 +124,7 @@ class LibvirtDriver:
                 # The base image stays in use (safe from `cache prune`) until
                 # every disk made from it exists.
                 with contextlib.ExitStack() as hold:
-                    result = Spawn(self, request, claim, undo).run(backend, hold, progress)
+                    result = Spawn(self, request, claim, undo, backend).run(hold, progress)
             except BaseException:
                 undo.run()
                 raise

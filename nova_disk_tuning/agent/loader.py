@@ -7,6 +7,7 @@ entry point in one of these groups; nothing here lists them by hand.
 from __future__ import annotations
 
 from importlib import metadata
+from typing import TypeVar
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -14,8 +15,11 @@ from stevedore import driver, extension
 from stevedore import exception as stevedore_exc
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.agent.imagebackend.base import ImageBackend
+from nova_disk_tuning.agent.volume.base import LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_BACKENDS = "nova_disk_tuning.image_backends"
 VOLUME_DRIVERS = "nova_disk_tuning.volume_drivers"
@@ -82,16 +86,33 @@ def image_backend_name(conf: cfg.ConfigOpts) -> str:
     return name
 
 
-def image_backend(conf: cfg.ConfigOpts) -> type:
-    return load(IMAGE_BACKENDS, image_backend_name(conf), "image backend", "[libvirt] images_type")
+def _subclass(group: str, name: str, kind: str, option: str, base: type[T]) -> type[T]:
+    """``load``, refusing a class that does not keep ``base``'s contract."""
+    plugin = load(group, name, kind, option)
+    if not (isinstance(plugin, type) and issubclass(plugin, base)):
+        raise exception.PluginLoadError(
+            kind=kind,
+            name=name,
+            entry_point=group,
+            reason=f"{plugin!r} is not a subclass of {base.__module__}.{base.__name__}",
+        )
+    return plugin
 
 
-def volume_driver(driver_volume_type: str) -> type:
-    return load(
+def image_backend(conf: cfg.ConfigOpts, name: str | None = None) -> type[ImageBackend]:
+    """The backend ``name``, by default ``[libvirt] images_type``'s."""
+    option = "[libvirt] images_type" if name is None else "an instance record"
+    chosen = image_backend_name(conf) if name is None else name
+    return _subclass(IMAGE_BACKENDS, chosen, "image backend", option, ImageBackend)
+
+
+def volume_driver(driver_volume_type: str) -> type[LibvirtBaseVolumeDriver]:
+    return _subclass(
         VOLUME_DRIVERS,
         driver_volume_type,
         "volume driver",
         "the volume's connection_info['driver_volume_type']",
+        LibvirtBaseVolumeDriver,
     )
 
 

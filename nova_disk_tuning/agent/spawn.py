@@ -25,13 +25,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent import assembly, loader
 from nova_disk_tuning.agent.assembly import GuestDisk
+from nova_disk_tuning.agent.imagebackend.base import ImageBackend
 from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance
 from nova_disk_tuning.agent.record import DiskEntry, InstanceRecord
 from nova_disk_tuning.agent.store import SpawnClaim
@@ -40,6 +41,9 @@ from nova_disk_tuning.common.units import GiB, MiB
 from nova_disk_tuning.domxml.targets import TargetNames
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.policy.decide import GuestTuning, tune_guest
+
+if TYPE_CHECKING:  # the driver runs a Spawn; a Spawn calls back into its driver
+    from nova_disk_tuning.agent.driver import LibvirtDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -75,9 +79,9 @@ class Undo:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._steps: list[tuple[str, Callable[[], None]]] = []
+        self._steps: list[tuple[str, Callable[[], object]]] = []
 
-    def push(self, what: str, step: Callable[[], None]) -> None:
+    def push(self, what: str, step: Callable[[], object]) -> None:
         self._steps.append((what, step))
 
     def run(self) -> None:
@@ -98,19 +102,24 @@ class Undo:
 class Spawn:
     """Steps 3-6 of one spawn, inside a claimed instance directory."""
 
-    def __init__(self, driver: Any, request: SpawnRequest, claim: SpawnClaim, undo: Undo) -> None:
+    def __init__(
+        self,
+        driver: LibvirtDriver,
+        request: SpawnRequest,
+        claim: SpawnClaim,
+        undo: Undo,
+        backend: ImageBackend,
+    ) -> None:
         self.driver = driver
         self.request = request
         self.claim = claim
         self.undo = undo
+        self.backend = backend
         self.name = request.instance.name
         self.disks: list[tuple[str, GuestDisk]] = []
-        self.backend: Any = None
 
-    def run(
-        self, backend: Any, hold: contextlib.ExitStack, progress: Progress | None
-    ) -> SpawnResult:
-        self.backend = backend
+    def run(self, hold: contextlib.ExitStack, progress: Progress | None) -> SpawnResult:
+        backend = self.backend
         image, flavor = self.request.image, self.request.flavor
         bus = image.disk_bus
         targets = TargetNames()

@@ -6,12 +6,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent import loader
+from nova_disk_tuning.agent.driver import LibvirtDriver
 
 # The compute driver the commands use (nova_disk_tuning.compute_drivers).
 DRIVER_NAME = "libvirt"
@@ -77,6 +77,18 @@ def parse_extra_specs(items: Sequence[str]) -> dict[str, str]:
     return specs
 
 
-def compute_driver(conf: cfg.ConfigOpts) -> Any:
-    """The compute driver the commands drive (entry point ``libvirt``)."""
-    return loader.compute_driver(DRIVER_NAME)(conf)
+def compute_driver(conf: cfg.ConfigOpts) -> LibvirtDriver:
+    """The compute driver the commands drive (entry point ``libvirt``).
+
+    Another package may register its own under that name: a subclass of the
+    agent's driver, which is what the commands call.
+    """
+    driver = loader.compute_driver(DRIVER_NAME)
+    if not (isinstance(driver, type) and issubclass(driver, LibvirtDriver)):
+        raise exception.PluginLoadError(
+            kind="compute driver",
+            name=DRIVER_NAME,
+            entry_point=loader.COMPUTE_DRIVERS,
+            reason=f"{driver!r} is not a subclass of {LibvirtDriver.__module__}.LibvirtDriver",
+        )
+    return driver(conf)

@@ -23,12 +23,13 @@ from nova_disk_tuning import audit, exception
 from nova_disk_tuning.agent import loader
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.cmd.audit import measurer
+from nova_disk_tuning.common.versions import format_version
 from nova_disk_tuning.domxml.targets import TargetNames
 from nova_disk_tuning.host import Host
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.policy import measure
 from nova_disk_tuning.policy.decide import GuestTuning, tune_guest
-from nova_disk_tuning.policy.facts import DiskFacts, format_version
+from nova_disk_tuning.policy.facts import DiskFacts
 from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)

@@ -47,8 +47,8 @@ def qemu_img_facts(conf: cfg.ConfigOpts) -> list[tuple[str, str]]:
 
 
 def libvirt_facts(conf: cfg.ConfigOpts) -> list[tuple[str, str]]:
+    from nova_disk_tuning.common.versions import format_version
     from nova_disk_tuning.host import Host
-    from nova_disk_tuning.policy.facts import format_version
 
     host = Host(conf, read_only=True)
     try:

@@ -28,12 +28,23 @@ def parse_size(text: str, what: str = "size") -> int:
 
 
 def human_size(value: int) -> str:
-    """``1.5GiB``: the largest unit of which ``value`` is a whole number of 1024ths.
+    """``1.5 GiB``: the largest unit not above ``value``, one decimal; bytes as ``512 B``.
 
-    Sizes under 1 KiB are bytes (``1000B``). One decimal is shown, so the text
-    is for reading: ``parse_size`` does not take it back.
+    For reading (reasons, tables, logs): :func:`parse_size` does not take it back.
     """
     for unit in ("T", "G", "M", "K"):
-        if value >= _UNITS[unit] and value % (_UNITS[unit] // KiB or 1) == 0:
-            return f"{value / _UNITS[unit]:.1f}{unit}iB"
-    return f"{value}B"
+        if value >= _UNITS[unit]:
+            return f"{value / _UNITS[unit]:.1f} {unit}iB"
+    return f"{value} B"
+
+
+def compact_size(value: int, lower: bool = False) -> str:
+    """``10G``, ``512M``, ``4K``: the largest unit that divides ``value`` exactly.
+
+    For tools' arguments and labels (fio's ``bs=4k`` with ``lower``); what
+    no unit divides stays a number of bytes. :func:`parse_size` takes it back.
+    """
+    for unit in ("T", "G", "M", "K"):
+        if value and value % _UNITS[unit] == 0:
+            return f"{value // _UNITS[unit]}{unit.lower() if lower else unit}"
+    return str(value)

@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from nova_disk_tuning.common.versions import EXTENDED_L2_QEMU, short_version
+
 PREALLOCATE_CHOICES = (
     ("none", "Disks are sparse: space is allocated when the guest writes."),
     (
@@ -14,10 +16,12 @@ PREALLOCATE_CHOICES = (
         "performance",
         "As 'space', and qcow2 disks are created preallocated too: overlays "
         "with extended L2 entries (extended_l2=on, 128 KiB clusters, "
-        "preallocation=falloc), which needs qemu-img >= 5.2. Falls back to "
-        "'space' with a warning where qemu-img lacks it.",
+        f"preallocation=falloc), which needs qemu-img >= {short_version(EXTENDED_L2_QEMU)}. "
+        "Falls back to 'space' with a warning where qemu-img lacks it.",
     ),
 )
+# The modes, as every reader of the option names them.
+PREALLOCATE_MODES = tuple(name for name, _ in PREALLOCATE_CHOICES)
 
 default_opts = [
     cfg.StrOpt(

@@ -2,6 +2,14 @@
 
 from oslo_config import cfg
 
+from nova_disk_tuning.common.versions import (
+    DISCARD_NO_UNREF_LIBVIRT,
+    IO_URING_LIBVIRT,
+    IO_URING_QEMU,
+    QUEUE_MAPPING_LIBVIRT,
+    QUEUE_MAPPING_QEMU,
+    short_version,
+)
 from nova_disk_tuning.conf.default import PREALLOCATE_CHOICES
 
 disk_tuning_group = cfg.OptGroup(
@@ -37,7 +45,8 @@ decides.
             ),
             (
                 "io_uring",
-                "io_uring where libvirt >= 6.3, QEMU >= 5.0 and the kernel "
+                f"io_uring where libvirt >= {short_version(IO_URING_LIBVIRT)}, "
+                f"QEMU >= {short_version(IO_URING_QEMU)} and the kernel "
                 "allow it and the storage is not known to hang with it (LVM, "
                 "CIFS, krbd with a non-direct cache); otherwise as auto.",
             ),
@@ -91,10 +100,11 @@ Possible values:
     cfg.BoolOpt(
         "iothread_queue_mapping",
         default=True,
-        help="""
+        help=f"""
 Spread the queues of a virtio-blk disk over all IOThreads.
 
-Used only where libvirt >= 10.0 and QEMU >= 9.0 support per-queue mapping;
+Used only where libvirt >= {short_version(QUEUE_MAPPING_LIBVIRT)} and QEMU >= \
+{short_version(QUEUE_MAPPING_QEMU)} support per-queue mapping;
 elsewhere each disk is bound to one IOThread.
 """,
     ),
@@ -115,13 +125,13 @@ on disks with ``discard='unmap'``; elsewhere it is lowered to ``on``.
     cfg.BoolOpt(
         "discard_no_unref",
         default=True,
-        help="""
+        help=f"""
 Keep preallocated qcow2 disks allocated when the guest discards.
 
 With ``[libvirt] hw_disk_discard = unmap`` and preallocation on, guest TRIM
 would punch holes into a preallocated disk, making it sparse again (and
-native AIO unsafe). Where libvirt >= 9.5, ``discard_no_unref='on'`` keeps
-the clusters allocated in qcow2 disks.
+native AIO unsafe). Where libvirt >= {short_version(DISCARD_NO_UNREF_LIBVIRT)}, \
+``discard_no_unref='on'`` keeps the clusters allocated in qcow2 disks.
 """,
     ),
     cfg.StrOpt(

@@ -19,10 +19,9 @@ below it:
 
 from __future__ import annotations
 
-from typing import Any
-
 from oslo_config import cfg
 
+from nova_disk_tuning.common.versions import Version
 from nova_disk_tuning.images.qemu_img_command import (
     QEMU_IMG,
     Execute,
@@ -33,13 +32,12 @@ from nova_disk_tuning.images.qemu_img_command import (
 from nova_disk_tuning.images.qemu_img_convert import ConvertCommands, ConvertResult
 from nova_disk_tuning.images.qemu_img_create import (
     PERFORMANCE_OVERLAY_OPTIONS,
-    PREALLOCATE_MODES,
     CreateResult,
 )
+from nova_disk_tuning.storage.probe import StorageProbe
 
 __all__ = [
     "PERFORMANCE_OVERLAY_OPTIONS",
-    "PREALLOCATE_MODES",
     "QEMU_IMG",
     "ConvertResult",
     "CreateResult",
@@ -56,12 +54,12 @@ class QemuImg(ConvertCommands):
     def __init__(
         self,
         conf: cfg.ConfigOpts,
-        probe: Any = None,
+        probe: StorageProbe | None = None,
         execute: Execute | None = None,
         popen: Popen | None = None,
     ) -> None:
         super().__init__(execute, popen)
         self.conf = conf
         self._probe = probe
-        self._version: tuple[int, int, int] | None = None
+        self._version: Version | None = None
         self._extended_l2: bool | None = None

@@ -79,11 +79,11 @@ class ConvertCommands(CreateCommands):
 
         argv = [QEMU_IMG, "convert", "-t", target_cache, "-T", source_cache]
         argv += [*source_format_args(src_format), "-O", dst_format]
-        # The [disk_tuning] convert_* defaults, measured with
-        # bench/conversion.py (2 GiB random-data qcow2 -> raw on ext4, medians of
-        # 3, page cache dropped): all of them 4.8 s vs Nova's -t none 11.8 s;
-        # -T writeback 8.2 s; no -W 5.7 s; no --target-is-zero 5.1 s; -m 16
-        # 4.5 s (within the noise, so 8 stays).
+        # The [disk_tuning] convert_* defaults, measured with the benchmarks'
+        # nova_disk_tuning_bench/conversion.py (2 GiB random-data qcow2 -> raw
+        # on ext4, medians of 3, page cache dropped): all of them 4.8 s vs
+        # Nova's -t none 11.8 s; -T writeback 8.2 s; no -W 5.7 s; no
+        # --target-is-zero 5.1 s; -m 16 4.5 s (within the noise, so 8 stays).
         tuning = self.conf.disk_tuning
         argv += ["-m", str(tuning.convert_coroutines)]
         if dst_format == "raw" and tuning.convert_out_of_order:
@@ -183,8 +183,9 @@ class ConvertCommands(CreateCommands):
 def _source_cache_for_state(src: str) -> tuple[str, str]:
     """``-T`` for the source's page-cache state now, and why.
 
-    Measured with bench/conversion.py (2 GiB random-data qcow2 -> raw, ext4
-    on virtio, medians of 3, interleaved, 2026-11-26): a warm source took
+    Measured with nova_disk_tuning_bench/conversion.py (2 GiB random-data
+    qcow2 -> raw, ext4 on virtio, medians of 3, interleaved, 2026-11-26): a
+    warm source took
     2.08 s with -T writeback and 4.09 s with -T none; a cold one 4.62 s with
     -T none and 6.33 s with -T writeback. Nova's real path converts the image
     it just downloaded: warm.

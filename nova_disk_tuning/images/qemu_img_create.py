@@ -15,13 +15,14 @@ import os
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.versions import EXTENDED_L2_QEMU, short_version
 from nova_disk_tuning.conf import preallocation as preallocation_mode
+from nova_disk_tuning.conf.default import PREALLOCATE_MODES
 from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, remove_incomplete
 from nova_disk_tuning.images.qemu_img_info import InfoCommands
 
 LOG = logging.getLogger(__name__)
 
-PREALLOCATE_MODES = ("none", "space", "performance")
 # The overlay options of preallocate_images=performance. The design's
 # measurement (qemu-img bench, 4 KiB direct writes into a fresh overlay of an
 # 8 GiB base): 12.1 s plain, 12.8 s with fallocate -n, 2.1 s with these.
@@ -111,8 +112,9 @@ class CreateCommands(InfoCommands):
                     PERFORMANCE_OVERLAY_OPTIONS,
                 )
             reason = (
-                "qemu-img lacks extended_l2 (needs QEMU >= 5.2), so overlays cannot be "
-                "preallocated; fell back to space (fallocate with KEEP_SIZE)"
+                f"qemu-img lacks extended_l2 (needs QEMU >= {short_version(EXTENDED_L2_QEMU)}), "
+                "so overlays cannot be preallocated; fell back to space (fallocate with "
+                "KEEP_SIZE)"
             )
             LOG.warning("preallocate_images=performance: %s", reason)
             return "space", reason, ""

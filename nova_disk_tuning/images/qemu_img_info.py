@@ -11,7 +11,6 @@ import json
 import os
 import re
 import tempfile
-from typing import Any
 
 from oslo_concurrency import processutils
 from oslo_config import cfg
@@ -20,32 +19,29 @@ from oslo_utils import imageutils
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.units import GiB
+from nova_disk_tuning.common.versions import TARGET_IS_ZERO_QEMU, Version
 from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, QemuImgCommand
+from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)
-
-# --target-is-zero exists since qemu-img 5.0 and is honoured since 5.1.
-_TARGET_IS_ZERO_SINCE = (5, 1, 0)
 
 
 class InfoCommands(QemuImgCommand):
     """Facts about the installed qemu-img and the storage, and ``info``; part of QemuImg."""
 
     conf: cfg.ConfigOpts
-    _probe: Any
-    _version: tuple[int, int, int] | None
+    _probe: StorageProbe | None
+    _version: Version | None
     _extended_l2: bool | None
 
     @property
-    def probe(self) -> Any:
+    def probe(self) -> StorageProbe:
         """The StorageProbe every storage question goes to (made on first use)."""
         if self._probe is None:
-            from nova_disk_tuning.storage.probe import StorageProbe
-
             self._probe = StorageProbe()
         return self._probe
 
-    def version(self) -> tuple[int, int, int]:
+    def version(self) -> Version:
         """The installed qemu-img's version, e.g. ``(7, 2, 22)``."""
         if self._version is None:
             out, _ = self._run("version", "", [QEMU_IMG, "--version"])
@@ -73,7 +69,7 @@ class InfoCommands(QemuImgCommand):
         return self._extended_l2
 
     def supports_target_is_zero(self) -> bool:
-        return self.version() >= _TARGET_IS_ZERO_SINCE
+        return self.version() >= TARGET_IS_ZERO_QEMU
 
     def limits(self) -> processutils.ProcessLimits:
         """prlimit for qemu-img on untrusted images, from config read now."""

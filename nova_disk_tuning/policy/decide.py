@@ -3,11 +3,13 @@
 Every choice of ``cache``, ``io``, ``discard``, ``detect_zeroes``,
 ``discard_no_unref``, ``iothread`` and ``queues`` is made here (the discard
 decisions in :mod:`.discard`, the IOThread plan in :mod:`.iothreads`) and
-nowhere else. Image backends and volume drivers report facts
-(:class:`~nova_disk_tuning.policy.facts.DiskFacts`), ``config.py``
-renders what :meth:`DiskTuning.apply` sets. Nothing here does I/O or reads
-config at import time, so every decision can be tested row by row and
-explained to an operator (``nova-disk-tuning explain``).
+nowhere else. Every producer of disks reports facts
+(:class:`~nova_disk_tuning.policy.facts.DiskFacts`, measured by
+:mod:`.measure`); :mod:`nova_disk_tuning.domxml` (or, inside nova-compute,
+Nova's config objects) renders what :meth:`DiskTuning.apply` sets. Nothing
+here does I/O or reads config at import time, so every decision can be
+tested row by row and explained to an operator (``nova-disk-tuning
+explain``).
 
 Entry points:
 
@@ -25,6 +27,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import human_size
 from nova_disk_tuning.conf import preallocation
 from nova_disk_tuning.domxml.disk_values import DISK_CACHE_MODES, DISK_SOURCE_TYPES
 from nova_disk_tuning.policy import safety
@@ -337,23 +340,16 @@ def _allocation(disk: DiskFacts) -> str:
         "host allocation covers the virtual size" if disk.format == "qcow2" else "fully allocated"
     )
     if disk.size is not None and disk.allocated is not None:
-        return f"{disk.path} {what} ({_size(disk.allocated)} of {_size(disk.size)})"
+        return f"{disk.path} {what} ({human_size(disk.allocated)} of {human_size(disk.size)})"
     return f"{disk.path} {what}"
 
 
 def _sparse_reason(disk: DiskFacts) -> str:
     amounts = ""
     if disk.size is not None and disk.allocated is not None:
-        amounts = f" ({_size(disk.allocated)} of {_size(disk.size)} allocated)"
+        amounts = f" ({human_size(disk.allocated)} of {human_size(disk.size)} allocated)"
     reason = (
         f"{disk.path} is not fully allocated{amounts}: native AIO on a sparse file can "
         "block QEMU's thread on file system metadata updates"
     )
     return reason
-
-
-def _size(value: int) -> str:
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if value >= factor:
-            return f"{value / factor:.1f} {unit}"
-    return f"{value} B"

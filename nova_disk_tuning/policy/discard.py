@@ -10,7 +10,12 @@ from __future__ import annotations
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from nova_disk_tuning.policy.facts import Decision, DiskFacts, HostCaps, format_version
+from nova_disk_tuning.common.versions import (
+    DISCARD_NO_UNREF_LIBVIRT,
+    format_version,
+    short_version,
+)
+from nova_disk_tuning.policy.facts import Decision, DiskFacts, HostCaps
 
 LOG = logging.getLogger(__name__)
 
@@ -44,7 +49,8 @@ def decide_discard(
         missing.append(
             "libvirt version unknown"
             if host.libvirt_version is None
-            else f"libvirt {format_version(host.libvirt_version)} < 9.5"
+            else f"libvirt {format_version(host.libvirt_version)} < "
+            f"{short_version(DISCARD_NO_UNREF_LIBVIRT)}"
         )
     if not conf.disk_tuning.discard_no_unref:
         missing.append("[disk_tuning] discard_no_unref=false")

@@ -20,42 +20,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.domxml.disk_values import DISK_SOURCE_TYPES
+from nova_disk_tuning.common.versions import (
+    DISCARD_NO_UNREF_LIBVIRT,
+    IO_URING_LIBVIRT,
+    IO_URING_QEMU,
+    QUEUE_MAPPING_LIBVIRT,
+    QUEUE_MAPPING_QEMU,
+    Version,
+    at_least,
+    format_version,
+    short_version,
+)
+from nova_disk_tuning.domxml.disk_values import (
+    DISK_DISCARD_MODES,
+    DISK_IO_MODES,
+    DISK_SOURCE_TYPES,
+)
 
-Version = tuple[int, int, int]
 DecisionValue = str | int | dict[int, list[int]] | None
-
-DISCARD_MODES = ("ignore", "unmap")
-AIO_HINTS = ("native", "threads", "io_uring")
-
-# Version gates (reference.md): the first releases that accept each feature.
-IO_URING_LIBVIRT: Version = (6, 3, 0)
-IO_URING_QEMU: Version = (5, 0, 0)
-DISCARD_NO_UNREF_LIBVIRT: Version = (9, 5, 0)
-QUEUE_MAPPING_LIBVIRT: Version = (10, 0, 0)
-QUEUE_MAPPING_QEMU: Version = (9, 0, 0)
-
-
-def version_from_int(number: int) -> Version:
-    """libvirt's packed ``major * 1_000_000 + minor * 1_000 + micro``."""
-    return (number // 1_000_000, number // 1_000 % 1_000, number % 1_000)
-
-
-def at_least(version: Version | None, minimum: Version) -> bool:
-    """True when ``version`` is known and not older than ``minimum``."""
-    return version is not None and version >= minimum
-
-
-def parse_version(text: str | None) -> Version | None:
-    """The inverse of :func:`format_version` ("unknown" and None are None)."""
-    if text in (None, "unknown"):
-        return None
-    parts = [int(p) for p in str(text).split(".")] + [0, 0, 0]
-    return (parts[0], parts[1], parts[2])
-
-
-def format_version(version: Version | None) -> str:
-    return "unknown" if version is None else ".".join(str(part) for part in version)
 
 
 @dataclass(frozen=True)
@@ -69,6 +51,12 @@ class Decision:
 
     value: DecisionValue
     reason: str
+
+    def int_value(self) -> int | None:
+        """The value of an IOThread id or count decision (None: emit nothing)."""
+        if self.value is not None and not isinstance(self.value, int):
+            raise TypeError(f"{self.value!r} is not an id or a count ({self.reason})")
+        return self.value
 
     def to_dict(self) -> dict[str, Any]:
         return {"value": self.value, "reason": self.reason}
@@ -115,10 +103,10 @@ class DiskFacts:
     def __post_init__(self) -> None:
         if self.source_type not in DISK_SOURCE_TYPES:
             self._invalid(f"source_type {self.source_type!r} is not one of {DISK_SOURCE_TYPES}")
-        if self.aio_hint is not None and self.aio_hint not in AIO_HINTS:
-            self._invalid(f"aio_hint {self.aio_hint!r} is not one of {AIO_HINTS} or None")
-        if self.discard is not None and self.discard not in DISCARD_MODES:
-            self._invalid(f"discard {self.discard!r} is not one of {DISCARD_MODES} or None")
+        if self.aio_hint is not None and self.aio_hint not in DISK_IO_MODES:
+            self._invalid(f"aio_hint {self.aio_hint!r} is not one of {DISK_IO_MODES} or None")
+        if self.discard is not None and self.discard not in DISK_DISCARD_MODES:
+            self._invalid(f"discard {self.discard!r} is not one of {DISK_DISCARD_MODES} or None")
         if self.source_type != "network" and not self.path:
             self._invalid(f"a {self.source_type} disk needs a path")
 
@@ -189,11 +177,16 @@ class HostCaps:
         if self.libvirt_version is None:
             missing.append("libvirt version unknown")
         elif self.libvirt_version < IO_URING_LIBVIRT:
-            missing.append(f"libvirt {format_version(self.libvirt_version)} < 6.3")
+            missing.append(
+                f"libvirt {format_version(self.libvirt_version)} < "
+                f"{short_version(IO_URING_LIBVIRT)}"
+            )
         if self.qemu_version is None:
             missing.append("QEMU version unknown")
         elif self.qemu_version < IO_URING_QEMU:
-            missing.append(f"QEMU {format_version(self.qemu_version)} < 5.0")
+            missing.append(
+                f"QEMU {format_version(self.qemu_version)} < {short_version(IO_URING_QEMU)}"
+            )
         if not self.kernel_io_uring:
             missing.append(f"kernel: {self.kernel_io_uring_detail or 'io_uring not usable'}")
         return ", ".join(missing)

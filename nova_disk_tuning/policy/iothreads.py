@@ -17,17 +17,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.versions import (
+    QUEUE_MAPPING_LIBVIRT,
+    QUEUE_MAPPING_QEMU,
+    short_version,
+)
 from nova_disk_tuning.policy.facts import Decision, DiskFacts, HostCaps
 
 LOG = logging.getLogger(__name__)
 
 EXTRA_SPEC = "hw:disk_iothreads"
+
+
+class ControllerConfig(Protocol):
+    """A virtio-scsi ``<controller>`` config of either family (the agent's or Nova's)."""
+
+    model: str | None
+    driver_iothread: int | None
+    driver_queues: int | None
 
 
 @dataclass(frozen=True)
@@ -62,18 +75,13 @@ class IOThreadPlan:
     @property
     def thread_count(self) -> int:
         """How many IOThreads the plan defines: ``count.value``, 0 for none."""
-        value = self.count.value
-        if value is None:
-            return 0
-        if not isinstance(value, int):
-            raise TypeError(f"IOThread count {value!r} is not an integer ({self.count.reason})")
-        return value
+        return self.count.int_value() or 0
 
-    def apply_to_controller(self, controller: Any) -> None:
+    def apply_to_controller(self, controller: ControllerConfig) -> None:
         """Set ``driver_iothread``/``driver_queues`` on a virtio-scsi controller config."""
         if self.scsi_controller is not None:
-            controller.driver_iothread = self.scsi_controller.iothread.value
-            controller.driver_queues = self.scsi_controller.queues.value
+            controller.driver_iothread = self.scsi_controller.iothread.int_value()
+            controller.driver_queues = self.scsi_controller.queues.int_value()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -192,7 +200,10 @@ def _mapping(
     if not conf.disk_tuning.iothread_queue_mapping:
         return False, "per-queue mapping off ([disk_tuning] iothread_queue_mapping)"
     if not host.iothread_queue_mapping:
-        return False, f"per-queue mapping needs libvirt >= 10.0 and QEMU >= 9.0 ({host.describe()})"
+        return False, (
+            f"per-queue mapping needs libvirt >= {short_version(QUEUE_MAPPING_LIBVIRT)} and "
+            f"QEMU >= {short_version(QUEUE_MAPPING_QEMU)} ({host.describe()})"
+        )
     if wanted < 2:
         return False, "per-queue mapping needs at least two IOThreads"
     if not blk:

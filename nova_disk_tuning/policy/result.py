@@ -6,15 +6,43 @@ through JSON (an instance record keeps the tuning a guest got at spawn).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.policy.facts import Decision, HostCaps, parse_version
-from nova_disk_tuning.policy.iothreads import DeviceIOThreads, IOThreadPlan
+from nova_disk_tuning.common.versions import parse_version
+from nova_disk_tuning.policy.facts import Decision, HostCaps
+from nova_disk_tuning.policy.iothreads import ControllerConfig, DeviceIOThreads, IOThreadPlan
 
 NOT_PLANNED = Decision(None, "not planned: IOThreads and queues are planned per guest")
+
+
+class DiskConfig(Protocol):
+    """A ``<disk>`` config of either family: the agent's (:mod:`nova_disk_tuning.domxml`)
+    or the one Nova built (``nova.virt.libvirt.config``, taught the rest by the drop-in).
+
+    Both name the attributes the policy sets the same way (Nova's names).
+    """
+
+    target_dev: str | None
+    driver_cache: str | None
+    driver_io: str | None
+    driver_discard: str | None
+    driver_detect_zeroes: str | None
+    driver_discard_no_unref: str | None
+    driver_iothread: int | None
+    driver_iothread_queues: dict[int, list[int]]
+    driver_queues: int | None
+
+
+class GuestConfig(Protocol):
+    """A ``<domain>`` config of either family: its IOThread count and its devices."""
+
+    iothreads: int | None
+
+    @property
+    def devices(self) -> Sequence[object]: ...
 
 
 @dataclass(frozen=True)
@@ -48,8 +76,8 @@ class DiskTuning:
         for name in self.ATTRIBUTES:
             yield name, getattr(self, name)
 
-    def apply(self, disk_config: Any) -> None:
-        """Set every ``driver_*`` attribute on a LibvirtConfigGuestDisk-like object.
+    def apply(self, disk_config: DiskConfig) -> None:
+        """Set every ``driver_*`` attribute on a disk config (either family).
 
         A None value is set too: the policy decided to emit nothing, which
         overrides whatever a backend may have put there.
@@ -84,19 +112,20 @@ class GuestTuning:
                 disk=name, reason=f"no such disk in this guest; known: {sorted(self._by_name)}"
             ) from None
 
-    def apply_to_guest(self, guest: Any) -> None:
-        """Set ``iothreads`` on a LibvirtConfigGuest-like object and tune its devices.
+    def apply_to_guest(self, guest: GuestConfig) -> None:
+        """Set ``iothreads`` on a guest config (either family) and tune its devices.
 
         Disks are matched by ``target_dev`` against ``DiskFacts.name``; a
-        virtio-scsi controller gets the controller plan.
+        virtio-scsi controller gets the controller plan. Other devices
+        (interfaces, consoles) are left alone.
         """
-        guest.iothreads = self.iothreads.count.value
-        for device in getattr(guest, "devices", ()):
+        guest.iothreads = self.iothreads.thread_count or None
+        for device in guest.devices:
             target = getattr(device, "target_dev", None)
             if target is not None and target in self._by_name:
-                self._by_name[target].apply(device)
+                self._by_name[target].apply(cast(DiskConfig, device))
             elif getattr(device, "model", None) == "virtio-scsi":
-                self.iothreads.apply_to_controller(device)
+                self.iothreads.apply_to_controller(cast(ControllerConfig, device))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ the combination is unsafe, or None when it is not.
 
 from __future__ import annotations
 
-from nova_disk_tuning.common.units import MiB
+from nova_disk_tuning.common.units import human_size
 from nova_disk_tuning.policy.facts import DiskFacts
 
 # The cache modes that open the disk with O_DIRECT (cache.direct=on).
@@ -100,4 +100,4 @@ def trim_unpreallocates(
 def _amounts(facts: DiskFacts) -> str:
     if facts.size is None or facts.allocated is None:
         return ""
-    return f" ({facts.allocated / MiB:.1f} of {facts.size / MiB:.1f} MiB allocated)"
+    return f" ({human_size(facts.allocated)} of {human_size(facts.size)} allocated)"

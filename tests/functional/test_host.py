@@ -5,8 +5,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from nova_disk_tuning.common.versions import version_from_int
 from nova_disk_tuning.host import Host, host_caps
-from nova_disk_tuning.policy.facts import version_from_int
 from nova_disk_tuning.storage.kernel import io_uring_support
 
 

@@ -1,6 +1,6 @@
 """Nova's compute driver conformance suite, run against the drop-in driver.
 
-``nova.tests.unit.agent.test_virt_drivers.LibvirtConnTestCase`` is the suite
+``nova.tests.unit.virt.test_virt_drivers.LibvirtConnTestCase`` is the suite
 Nova runs against its own libvirt driver (through fakelibvirt). The same
 tests, unchanged, load ``nova.virt.disk_tuning.LibvirtDriver`` instead: the
 way nova-compute loads it with ``compute_driver = disk_tuning.LibvirtDriver``.

@@ -18,7 +18,7 @@ import unittest
 import fixtures
 from nova.privsep import utils as privsep_utils
 from nova.tests.functional.regressions import test_bug_2140537
-from nova.tests.unit.agent.libvirt import test_driver
+from nova.tests.unit.virt.libvirt import test_driver
 from nova.virt import fake
 from nova.virt.libvirt.driver import LibvirtDriver as NovaLibvirtDriver
 

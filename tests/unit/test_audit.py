@@ -120,7 +120,7 @@ def test_native_on_sparse_file_is_unsafe(files, conf):
     xml = domain_xml(disk_xml(path, cache="none", io="native", iothread=1), iothreads=1)
     findings = run(xml, FakeMeasure({path: SPARSE}), conf)
     assert rules_of(findings) == [("vda", "unsafe", "native-on-sparse-file")]
-    assert "1024.0 of 10240.0 MiB allocated" in findings[0].message
+    assert "1.0 GiB of 10.0 GiB allocated" in findings[0].message
     assert attrs(findings[0].suggested)["io"] == "threads"
 
 

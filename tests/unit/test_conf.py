@@ -78,3 +78,48 @@ def test_overrides_do_not_leak_between_confs(make_conf):
     assert first.preallocate_images == "space"
     assert second.preallocate_images == "none"
     assert isinstance(first, cfg.ConfigOpts) and first is not second
+
+
+def _choice_names(group: str, name: str) -> set[str]:
+    from nova_disk_tuning.conf import opts
+
+    for found_group, options in opts.list_opts():
+        if getattr(found_group, "name", found_group) == group:
+            for opt in options:
+                if opt.dest == name:
+                    return {c if isinstance(c, str) else c[0] for c in opt.type.choices}
+    raise AssertionError(f"no option {group}.{name}")
+
+
+def test_option_choices_are_libvirts_and_the_policys_words():
+    """One vocabulary per value set: the options take libvirt's own values.
+
+    conf sits below domxml (which holds what libvirt's schema allows), so the
+    two are tied here rather than by an import.
+    """
+    from nova_disk_tuning.domxml import disk_values
+
+    assert _choice_names("libvirt", "hw_disk_discard") == set(disk_values.DISK_DISCARD_MODES)
+    assert _choice_names("disk_tuning", "detect_zeroes") == set(disk_values.DISK_DETECT_ZEROES)
+    assert _choice_names("disk_tuning", "aio_mode") == {
+        *disk_values.DISK_IO_MODES,
+        "auto",
+        "default",
+    }
+    assert _choice_names("disk_tuning", "convert_source_cache") <= {
+        *disk_values.DISK_CACHE_MODES,
+        "auto",
+    }
+
+
+def test_one_size_formatter_for_readers_one_for_arguments():
+    from nova_disk_tuning.common import units
+
+    assert units.human_size(512) == "512 B"
+    assert units.human_size(units.GiB // 2) == "512.0 MiB"
+    assert units.human_size(3 * units.GiB // 2) == "1.5 GiB"
+    assert units.compact_size(10 * units.GiB) == "10G"
+    assert units.compact_size(4096, lower=True) == "4k"
+    assert units.compact_size(1000) == "1000"
+    for value in (10 * units.GiB, 512 * units.MiB, 4096, 1000):
+        assert units.parse_size(units.compact_size(value)) == value

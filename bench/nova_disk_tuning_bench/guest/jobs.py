@@ -20,7 +20,7 @@ import subprocess
 import tarfile
 import tempfile
 
-from nova_disk_tuning.common.units import KiB, MiB
+from nova_disk_tuning.common.units import KiB, MiB, compact_size
 from nova_disk_tuning_bench.guest.errors import GuestBenchError
 
 
@@ -64,20 +64,13 @@ def job_by_name(name: str) -> Job:
     raise GuestBenchError(reason=f"unknown fio job {name!r}; known: {', '.join(JOB_NAMES)}")
 
 
-def _size(value: int) -> str:
-    for unit, factor in (("m", MiB), ("k", KiB)):
-        if value % factor == 0:
-            return f"{value // factor}{unit}"
-    return str(value)
-
-
 def job_options(job: Job, timing: Timing) -> list[tuple[str, str]]:
     """fio options of ``job`` without the file: the same in the guest and on the host."""
     options = [
         ("ioengine", "libaio"),
         ("direct", "1"),
         ("rw", job.rw),
-        ("bs", _size(job.block_size)),
+        ("bs", compact_size(job.block_size, lower=True)),
         ("iodepth", str(job.iodepth)),
     ]
     if job.dsync:

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.versions import version_from_int
 from nova_disk_tuning.policy import decide as tuning
-from nova_disk_tuning.policy.facts import DiskFacts, HostCaps, version_from_int
+from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 
 GIB = 1 << 30
 # Debian 12: libvirt 9.0, QEMU 7.2, io_uring allowed.
