@@ -88,8 +88,9 @@ def _unavailable(
     subparsers: argparse._SubParsersAction, name: str, summary: str, reason: str
 ) -> None:
     """``name`` as a command that fails in one line saying why and what to do."""
-    parser = subparsers.add_parser(name, help=summary, add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    # No option prefix: whatever follows (--help, --quick) is taken as it is.
+    parser = subparsers.add_parser(name, help=summary, add_help=False, prefix_chars="\0")
+    parser.add_argument("rest", nargs="*")
 
     def handler(_args: argparse.Namespace, _conf: Any) -> int:
         raise exception.InvalidConfig(reason=f"the {name} command is unavailable: {reason}")

@@ -6,7 +6,7 @@ libvirt driver and changes what this project is about, and nothing else:
 * :mod:`.driver` - the driver; every guest config Nova builds (spawn, hard
   reboot, rescue, resize, live migration) and every volume it attaches goes
   through the project's tuning policy;
-* :mod:`.facts` - facts about each of Nova's disk config objects, measured
+* :mod:`.disks` - facts about each of Nova's disk config objects, measured
   on the host; a disk that cannot be measured keeps Nova's own settings;
 * :mod:`.render` - Nova's disk and controller config objects, taught the
   ``<driver>`` attributes Nova does not render (iothread, queues,

@@ -40,7 +40,7 @@ from nova_disk_tuning.domxml.disk import LibvirtConfigGuestDisk
 from nova_disk_tuning.host import host_caps
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.nova import conf as nova_conf
-from nova_disk_tuning.nova import facts as nova_facts
+from nova_disk_tuning.nova import disks as nova_disks
 from nova_disk_tuning.nova import imagebackend, privsep, render
 from nova_disk_tuning.nova.tune import describe, tune_config
 from nova_disk_tuning.policy.decide import decide
@@ -102,9 +102,9 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
         )
         disks = [d for d in guest.devices if d.root_name == "disk"]
         try:
-            measured, skipped = nova_facts.measure(
+            measured, skipped = nova_disks.measure(
                 disks,
-                nova_facts.volumes_by_target(block_device_info),
+                nova_disks.volumes_by_target(block_device_info),
                 # A fresh probe per guest: device numbers are reused after a
                 # volume detach, so remembered verdicts could describe
                 # another device.
@@ -199,7 +199,7 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
         conf = render.adopt(conf)
         thread = self._ndt_attach_threads[id(connection_info)]
         try:
-            measured, skipped = nova_facts.measure(
+            measured, skipped = nova_disks.measure(
                 [conf],
                 {conf.target_dev: connection_info},
                 StorageProbe(),

@@ -9,7 +9,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning.nova import render
-from nova_disk_tuning.nova.facts import Skipped
+from nova_disk_tuning.nova.disks import Skipped
 from nova_disk_tuning.policy.decide import GuestTuning, tune_guest
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 from nova_disk_tuning.policy.result import DiskTuning

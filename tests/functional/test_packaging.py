@@ -1,4 +1,4 @@
-"""The wheel puts the compute_driver shim inside Nova's namespace, and nothing else there.
+"""The wheels: the shim in Nova's namespace and nothing else there; no benchmarks on compute nodes.
 
 Built with pip from this checkout (what ``pip install nova-disk-tuning``
 does), then installed into a scratch virtualenv beside stand-ins of Nova's
@@ -18,16 +18,54 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
+def _build(tmp_path_factory, source: pathlib.Path, pattern: str) -> pathlib.Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
     )
-    (path,) = out.glob("nova_disk_tuning-*.whl")
+    (path,) = out.glob(pattern)
     return path
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return _build(tmp_path_factory, ROOT, "nova_disk_tuning-*.whl")
+
+
+@pytest.fixture(scope="module")
+def bench_wheel(tmp_path_factory):
+    return _build(tmp_path_factory, ROOT / "bench", "nova_disk_tuning_bench-*.whl")
+
+
+def _metadata(wheel: pathlib.Path, name: str) -> str:
+    archive = zipfile.ZipFile(wheel)
+    (path,) = [n for n in archive.namelist() if n.endswith(f".dist-info/{name}")]
+    return archive.read(path).decode()
+
+
+def test_the_plugin_wheel_has_no_benchmark_code(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert [n for n in names if n.startswith("nova_disk_tuning/")], names
+    assert not [n for n in names if "bench" in n.split("/")[0] or "/bench/" in n], names
+    metadata = _metadata(wheel, "METADATA")
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert not [r for r in requires if "matplotlib" in r]
+    # The [bench] extra is what adds them: the benchmarks' own distribution.
+    assert [r for r in requires if "nova-disk-tuning-bench" in r and 'extra == "bench"' in r]
+
+
+def test_the_bench_wheel_carries_the_benchmarks_and_their_command(bench_wheel):
+    names = zipfile.ZipFile(bench_wheel).namelist()
+    assert "nova_disk_tuning_bench/cli.py" in names
+    assert "nova_disk_tuning_bench/guest/run.py" in names
+    assert not [n for n in names if n.startswith("nova_disk_tuning/")]
+    entry_points = _metadata(bench_wheel, "entry_points.txt")
+    assert "[nova_disk_tuning.commands]" in entry_points
+    assert "bench = nova_disk_tuning_bench.cli" in entry_points
+    requires = _metadata(bench_wheel, "METADATA")
+    assert "Requires-Dist: nova-disk-tuning" in requires and "matplotlib" in requires
 
 
 def test_wheel_ships_the_shim_and_no_file_of_novas(wheel):

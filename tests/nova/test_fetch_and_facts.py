@@ -11,7 +11,7 @@ from nova import test
 from nova.conf import CONF
 
 from nova_disk_tuning.images.qemu_img import QemuImg
-from nova_disk_tuning.nova import facts as nova_facts
+from nova_disk_tuning.nova import disks as nova_disks
 from nova_disk_tuning.nova import fetch
 from nova_disk_tuning.storage.probe import StorageProbe
 
@@ -74,7 +74,7 @@ class VolumeFactsTest(test.NoDBTestCase):
         results = {}
         for requested in (True, False, None):
             info = {"driver_volume_type": "nfs", "data": {"discard": requested}}
-            measured, skipped = nova_facts.measure(
+            measured, skipped = nova_disks.measure(
                 [disk],
                 {"vdb": info},
                 StorageProbe(),

@@ -112,7 +112,7 @@ class DropInLibvirtConnTestCase(test_driver.LibvirtConnTestCase):
         # probe answers (which these tests stub), so the policy decides and
         # renders for every disk Nova's tests build.
         self.useFixture(
-            fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_local", _stand_in)
+            fixtures.MonkeyPatch("nova_disk_tuning.nova.disks.measure_local", _stand_in)
         )
         # And the drop-in must really tune: falling back to Nova's settings
         # (an exception in the tuning, a disk left unmeasured) fails the test.

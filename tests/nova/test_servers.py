@@ -34,7 +34,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 
 from nova_disk_tuning.images.sample import build_sample_image
 from nova_disk_tuning.nova import conf as nova_conf
-from nova_disk_tuning.nova import facts as nova_facts
+from nova_disk_tuning.nova import disks as nova_disks
 from tests.nova import harness
 
 nova_conf.register_opts(CONF)
@@ -281,14 +281,14 @@ class TestDropInDegrades(DropInServersTest):
     """What cannot be measured, or a failure in the tuning, never fails a boot."""
 
     def test_a_disk_that_cannot_be_measured_keeps_novas_settings(self):
-        real = nova_facts.measure_local
+        real = nova_disks.measure_local
 
         def failing(path, **kwargs):
             if kwargs["name"] == "vdb":
                 raise OSError(5, "Input/output error", path)
             return real(path, **kwargs)
 
-        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.facts.measure_local", failing))
+        self.useFixture(fixtures.MonkeyPatch("nova_disk_tuning.nova.disks.measure_local", failing))
         self.start(DEFAULT={"preallocate_images": "space"})
         logs = self.useFixture(fixtures.FakeLogger(name="nova_disk_tuning.nova.tune"))
         _, root = self.boot()

@@ -451,6 +451,18 @@ ROWS = [
         },
     ),
     (
+        # Preallocated is measured: a full file without O_DIRECT (threads, so
+        # no native to protect) is still one that guest TRIM makes sparse.
+        "discard-unmap-full-raw-without-o-direct",
+        raw_file(direct_io=False),
+        HOST_95,
+        {"libvirt": {"hw_disk_discard": "unmap"}},
+        {
+            "io": ("threads", "not O_DIRECT"),
+            "discard": ("unmap", "gave up keeping this preallocated disk allocated"),
+        },
+    ),
+    (
         "discard-from-volume",
         block(is_volume=True, driver="iscsi", discard="unmap"),
         HOST,
