@@ -174,3 +174,10 @@ def test_rows_for_an_instance_are_reusable(make_conf):
     vda = {row[1]: row[2] for row in rows if row[0] == "vda"}
     assert vda["io"] == "native" and vda["discard"] == "-" and vda["iothread"] == "1"
     assert explain.format_value({1: [0, 2], 2: [1]}) == "1:0,2 2:1"
+
+
+def test_a_27th_disk_on_a_bus_is_refused_as_spawn_refuses_it(run, tmp_path):
+    path = sparse_file(tmp_path, size=MiB)
+    rc, out, err = run(*[arg for _ in range(27) for arg in ("--disk", f"path={path}")])
+    assert rc == 1 and out == ""
+    assert "more than 26 disks on bus virtio" in err

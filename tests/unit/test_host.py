@@ -42,3 +42,34 @@ def test_caps_take_the_kernel_probe(make_conf):
     assert not caps.kernel_io_uring and not caps.io_uring
     assert "io_uring_disabled=2" in caps.io_uring_missing()
     assert host.caps() is caps and calls == [1]
+
+
+class _Connection:
+    """A libvirt connection's version calls, as each driver answers them."""
+
+    def __init__(self, kind: str, lib: int, hypervisor: int) -> None:
+        self.kind, self.lib, self.hypervisor = kind, lib, hypervisor
+
+    def getType(self) -> str:
+        return self.kind
+
+    def getLibVersion(self) -> int:
+        return self.lib
+
+    def getVersion(self) -> int:
+        return self.hypervisor
+
+
+def _usable() -> IoUringSupport:
+    return IoUringSupport(True, "")
+
+
+@pytest.mark.parametrize(
+    ("kind", "hypervisor", "qemu"),
+    [("QEMU", 10_000_002, (10, 0, 2)), ("TEST", 2, None)],
+)
+def test_host_caps_counts_only_qemus_version_as_qemus(kind, hypervisor, qemu):
+    """One reader for both paths: the drop-in called the test driver's 0.0.2 QEMU's."""
+    caps = host_mod.host_caps(_Connection(kind, 11_003_000, hypervisor), _usable)
+    assert caps.libvirt_version == (11, 3, 0) and caps.qemu_version == qemu
+    assert caps.io_uring is (qemu is not None)
