@@ -28,18 +28,23 @@ DEFAULT_URI = "qemu:///system"
 IoUringProbe = Callable[[], kernel.IoUringSupport]
 
 
-def host_caps(conn: Any, io_uring_probe: IoUringProbe = kernel.io_uring_support) -> HostCaps:
+def host_caps(conn: Any | None, io_uring_probe: IoUringProbe = kernel.io_uring_support) -> HostCaps:
     """What the tuning policy needs to know about the host behind ``conn``.
 
     ``getVersion()`` is the *hypervisor's* version: QEMU's for the QEMU
     driver, but a fixed 2 (0.0.2) for libvirt's test driver, which says
     nothing about the QEMU that would run a guest; so it counts as QEMU's
-    only when ``getType()`` says QEMU.
+    only when ``getType()`` says QEMU. Without a connection (``audit`` of
+    XML files on a host without libvirtd) both versions are unknown.
     """
-    qemu = version_from_int(conn.getVersion()) if conn.getType() == "QEMU" else None
+    qemu = libvirt = None
+    if conn is not None:
+        libvirt = version_from_int(conn.getLibVersion())
+        if conn.getType() == "QEMU":
+            qemu = version_from_int(conn.getVersion())
     io_uring = io_uring_probe()
     return HostCaps(
-        libvirt_version=version_from_int(conn.getLibVersion()),
+        libvirt_version=libvirt,
         qemu_version=qemu,
         kernel_io_uring=io_uring.usable,
         kernel_io_uring_detail=io_uring.reason,
@@ -114,13 +119,7 @@ class Host:
 
     def caps_without_connection(self) -> HostCaps:
         """The kernel's facts only: libvirt and QEMU versions unknown."""
-        io_uring = self._io_uring_probe()
-        return HostCaps(
-            libvirt_version=None,
-            qemu_version=None,
-            kernel_io_uring=io_uring.usable,
-            kernel_io_uring_detail=io_uring.reason,
-        )
+        return host_caps(None, self._io_uring_probe)
 
     def caps(self) -> HostCaps:
         """What the tuning policy needs to know about this host (cached on the object)."""

@@ -18,7 +18,7 @@ from oslo_config import cfg
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
-from nova_disk_tuning.common.units import MiB, parse_size
+from nova_disk_tuning.common.units import compact_size, parse_size
 from nova_disk_tuning_bench import report
 from nova_disk_tuning_bench.guest import jobs, matrix
 from nova_disk_tuning_bench.guest import report as guest_report
@@ -103,8 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--size",
         metavar="SIZE",
-        help=f"Size of each data disk (default: {FULL.disk_size // MiB // 1024}G, "
-        f"{QUICK.disk_size // MiB // 1024}G with --quick).",
+        help=f"Size of each data disk (default: {compact_size(FULL.disk_size)}, "
+        f"{compact_size(QUICK.disk_size)} with --quick).",
     )
     parser.add_argument(
         "--vcpus", type=int, metavar="N", help=f"Guest vCPUs (default: {FULL.vcpus})."

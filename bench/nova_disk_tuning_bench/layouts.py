@@ -29,7 +29,7 @@ from collections.abc import Callable
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from nova_disk_tuning.common.units import GiB, MiB
+from nova_disk_tuning.common.units import human_size
 from nova_disk_tuning_bench import layout_measure as measure
 from nova_disk_tuning_bench.layout_matrix import (
     BLOCK,
@@ -233,10 +233,10 @@ def _results(timings: Timings, tuned: dict[str, Cell], sizes: Sizes) -> list[Res
         how = " ".join(bench_argv(f"DISK.{layout.format}", layout.format, cell, sizes.count))
         made = f"preallocation={layout.preallocation}"
         if layout.overlay:
-            made += f", overlay of a sparse raw base of {sizes.disk // GiB} GiB"
+            made += f", overlay of a sparse raw base of {human_size(sizes.disk)}"
         how += (
-            f"  ({phase[experiment]}; DISK: {layout_name}, {sizes.disk // GiB} GiB, "
-            f"QemuImg.create {made}; {span // MiB} MiB span; wall time + fdatasync)"
+            f"  ({phase[experiment]}; DISK: {layout_name}, {human_size(sizes.disk)}, "
+            f"QemuImg.create {made}; {human_size(span)} span; wall time + fdatasync)"
         )
         this = variant(layout_name, cell)
         results.append(

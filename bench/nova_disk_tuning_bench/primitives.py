@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from oslo_log import log as logging
 
 from nova_disk_tuning.common.files import remove_if_exists
-from nova_disk_tuning.common.units import GiB, MiB, compact_size
+from nova_disk_tuning.common.units import GiB, MiB, compact_size, human_size
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
@@ -214,8 +214,8 @@ def _check_space(workdir: str, needed: int) -> None:
     free = st.f_bavail * st.f_frsize
     if free < needed + GiB:
         raise RuntimeError(
-            f"{workdir} has {free // MiB} MiB free; the storage benchmarks need "
-            f"{(needed + GiB) // MiB} MiB. Use another WORKDIR or --quick."
+            f"{workdir} has {human_size(free)} free; the storage benchmarks need "
+            f"{human_size(needed + GiB)}. Use another WORKDIR or --quick."
         )
 
 

@@ -29,7 +29,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent.record import BUILDING, CREATED, DiskEntry, InstanceRecord
 from nova_disk_tuning.common import staging
-from nova_disk_tuning.common.files import flock_held, fsync_dir
+from nova_disk_tuning.common.files import fsync_dir
 
 LOG = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class InstanceStore:
 
     def owner_alive(self, uuid: str) -> bool:
         """Whether a live spawn holds the lock of this instance directory."""
-        return flock_held(os.path.join(self.instance_dir(uuid), staging.LOCK))
+        return staging.owner_alive(self.instance_dir(uuid))
 
     def claim(self, record: InstanceRecord) -> SpawnClaim:
         """Create ``<uuid>/`` whole, with a building record; refuse if it exists."""
@@ -166,11 +166,12 @@ class InstanceStore:
         try:
             record.state, record.pid = BUILDING, os.getpid()
             # The stage is ours alone until it is published: written in place.
-            fd = os.open(
-                os.path.join(stage.path, RECORD), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644
-            )
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            fd = os.open(os.path.join(stage.path, RECORD), flags, 0o644)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(_dumps(record))
+                handle.flush()
+                os.fsync(handle.fileno())  # durable before the directory is published
             stage.publish()
         except FileExistsError:
             stage.close()

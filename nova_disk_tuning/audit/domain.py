@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 
 from lxml import etree
@@ -23,6 +22,7 @@ from nova_disk_tuning.audit.findings import (
 from nova_disk_tuning.policy import safety
 from nova_disk_tuning.policy.decide import DiskTuning, GuestTuning, tune_guest
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
+from nova_disk_tuning.policy.measure import measure_network
 
 LOG = logging.getLogger(__name__)
 
@@ -109,6 +109,17 @@ class GuestAudit:
 
     def _facts(self, source: DiskSource) -> tuple[DiskFacts, tuple[str, str] | None]:
         """Measured facts, or placeholder facts and (rule, why) it cannot be audited."""
+        if source.source_type == "network":
+            # QEMU's own client: nothing on this host to measure.
+            network = measure_network(
+                source.name,
+                format=source.format or "raw",
+                bus=source.bus,
+                shareable=source.shareable,
+                driver="audit",
+            )
+            return network, None
+        # What the XML says, for the plan of the other disks; nothing measured.
         placeholder = DiskFacts(
             name=source.name,
             source_type=source.source_type,
@@ -117,9 +128,6 @@ class GuestAudit:
             bus=source.bus,
             shareable=source.shareable,
         )
-        if source.source_type == "network":
-            # QEMU's own client: nothing on this host to measure.
-            return dataclasses.replace(placeholder, path=None), None
         if source.path is None:
             return placeholder, ("cannot-audit", "cannot audit: the disk has no source path")
         if not os.path.exists(source.path):

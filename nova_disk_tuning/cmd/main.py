@@ -68,18 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
-    plugged = set()
     for entry in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
-        plugged.add(entry.name)
+        if entry.name in subparsers.choices:
+            continue  # a command of this package (or an earlier plug-in) keeps its name
         try:
-            module = entry.load()
+            entry.load().register(subparsers)
         except Exception as exc:  # one broken plug-in must not break every command
-            reason = f"it cannot be loaded ({entry.value}: {exc}); reinstall its package"
-            _unavailable(subparsers, entry.name, "(cannot be loaded)", reason)
-            continue
-        module.register(subparsers)
+            if entry.name not in subparsers.choices:
+                reason = f"it cannot be loaded ({entry.value}: {exc}); reinstall its package"
+                _unavailable(subparsers, entry.name, "(cannot be loaded)", reason)
     for name, (summary, install) in OPTIONAL_COMMANDS.items():
-        if name not in plugged:
+        if name not in subparsers.choices:
             _unavailable(subparsers, name, summary, f"it is not installed; {install}")
     return parser
 

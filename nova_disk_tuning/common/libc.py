@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 
 @functools.cache
 def libc() -> ctypes.CDLL:
-    # Loaded on first use, not at import: importing the package must not
-    # touch the C library (glibc is the only libc we need to find).
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    """glibc by its soname; else the process's own symbols (its C library among them).
+
+    Loaded on first use, not at import: importing the package must not touch
+    the C library. Not through ``ctypes.util.find_library``, which runs
+    ``os.uname()`` and ldconfig to find what the soname already names (and
+    which Nova's test harness forbids tests to call).
+    """
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:  # not glibc
+        return ctypes.CDLL(None, use_errno=True)

@@ -21,7 +21,16 @@ def lock_path(lock_dir: str, name: str) -> str:
     return os.path.join(lock_dir, f"{LOCK_PREFIX}{name}")
 
 
-def external_lock(name: str, lock_dir: str) -> Any:
-    """A lock on ``name`` held across processes (oslo.concurrency's external lock)."""
+# What entering a lock with ``blocking=False`` raises when someone holds it.
+Busy = lockutils.AcquireLockFailedException
+
+
+def external_lock(name: str, lock_dir: str, blocking: bool = True) -> Any:
+    """A lock on ``name`` held across processes (oslo.concurrency's external lock).
+
+    ``blocking=False``: entering raises :data:`Busy` at once if it is held.
+    """
     os.makedirs(lock_dir, exist_ok=True)
-    return lockutils.lock(name, lock_file_prefix=LOCK_PREFIX, external=True, lock_path=lock_dir)
+    return lockutils.lock(
+        name, lock_file_prefix=LOCK_PREFIX, external=True, lock_path=lock_dir, blocking=blocking
+    )

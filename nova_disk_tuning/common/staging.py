@@ -28,6 +28,7 @@ into a directory, so it cannot cross a mount) and removes nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -36,10 +37,11 @@ import re
 import secrets
 import stat
 from types import TracebackType
+from typing import Any
 
 from oslo_log import log as logging
 
-from nova_disk_tuning.common.files import fsync_dir, fsync_path, remove_if_exists
+from nova_disk_tuning.common.files import flock_held, fsync_dir, fsync_path
 from nova_disk_tuning.common.libc import libc
 
 LOG = logging.getLogger(__name__)
@@ -53,6 +55,17 @@ _MAX_NAME_BYTES = 200
 _ATTEMPTS = 5
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
+# What opening or removing someone else's entry answers: not ours to touch.
+_NOT_OURS = (
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.ELOOP,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENXIO,
+    errno.EBUSY,
+    errno.EROFS,
+)
 
 
 def stage_prefix(final: str) -> str:
@@ -105,7 +118,7 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
         fd = os.open(stage.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        stage.publish(replace=True)
+        stage.publish(replace=True)  # fsyncs the file, then the directory
 
 
 class Stage:
@@ -122,32 +135,34 @@ class Stage:
     def __init__(self, final: str, *, directory: bool = False) -> None:
         self.final = os.path.abspath(final)
         self.parent = os.path.dirname(self.final)
-        self.directory = directory
+        self.is_directory = directory
         # The stage we made and must remove; set before anything is created,
         # because Ctrl-C and SIGTERM arrive as exceptions between any two
         # bytecodes, also right after a call returned.
-        self.stage: str | None = None
+        self.staging_dir: str | None = None
         self._fd = -1
         self.published = False
 
     @property
     def path(self) -> str:
         """The file (or, for a directory stage, the directory) to build."""
-        if self.stage is None:
+        if self.staging_dir is None:
             raise RuntimeError(f"the stage of {self.final} is not open")
-        if self.directory:
-            return self.final if self.published else self.stage
-        return os.path.join(self.stage, os.path.basename(self.final))
+        if self.is_directory:
+            return self.final if self.published else self.staging_dir
+        return os.path.join(self.staging_dir, os.path.basename(self.final))
 
     def scratch(self, name: str) -> str:
         """Another file in the stage (removed with it), e.g. an intermediate conversion."""
-        if self.stage is None or os.sep in name or name in ("", ".", "..", LOCK):
+        if self.staging_dir is None or os.sep in name or name in ("", ".", "..", LOCK):
             raise ValueError(f"{name!r} is not a scratch file name of the stage")
-        return os.path.join(self.stage, name)
+        return os.path.join(self.staging_dir, name)
 
     # Life cycle ---------------------------------------------------------------
 
     def open(self) -> Stage:
+        if self._fd >= 0:
+            raise RuntimeError(f"the stage of {self.final} is open already")
         try:
             sweep(self.parent, self.final)
             self._make_locked()
@@ -176,24 +191,24 @@ class Stage:
         :meth:`close`), and ``OSError(EOPNOTSUPP)`` when the file system can
         publish neither by ``renameat2`` nor by ``link``.
         """
-        if self.stage is None or self._fd < 0:
+        if self.staging_dir is None or self._fd < 0:
             raise RuntimeError(f"the stage of {self.final} is not open")
         built = source or self.path
         fsync_path(built)
         if replace:
             os.rename(built, self.final)
         else:
-            _rename_noreplace(built, self.final, is_dir=self.directory)
+            _rename_noreplace(built, self.final, is_dir=self.is_directory)
         self.published = True
         fsync_dir(self.parent)
         LOG.debug("published %s", self.final)
-        if not self.directory:
+        if not self.is_directory:
             self._remove_stage()
 
     def close(self) -> None:
         """Remove the stage unless it was published as ``final``, then release the lock."""
         try:
-            if self.stage is not None and not (self.directory and self.published):
+            if self.staging_dir is not None and not (self.is_directory and self.published):
                 self._remove_stage()
         finally:
             self._release()
@@ -213,31 +228,33 @@ class Stage:
         """
         prefix = stage_prefix(self.final)
         for _ in range(_ATTEMPTS):
-            self.stage = os.path.join(self.parent, prefix + secrets.token_hex(_HEX // 2))
+            self.staging_dir = os.path.join(self.parent, prefix + secrets.token_hex(_HEX // 2))
             try:
-                os.mkdir(self.stage, 0o700)
+                os.mkdir(self.staging_dir, 0o700)
             except FileExistsError:
-                self.stage = None  # not ours; another random name
+                self.staging_dir = None  # not ours; another random name
                 continue
             except OSError:
-                self.stage = None
+                self.staging_dir = None
                 raise
             try:
                 # O_CLOEXEC: qemu-img must not inherit the lock, or it would outlive us.
                 self._fd = os.open(
-                    os.path.join(self.stage, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                    os.path.join(self.staging_dir, LOCK),
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                    0o600,
                 )
             except FileNotFoundError:
-                self.stage = None  # swept before the lock file existed
+                self.staging_dir = None  # swept before the lock file existed
                 continue
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             if os.fstat(self._fd).st_nlink > 0:
-                if self.directory:
+                if self.is_directory:
                     # Not 0700 once it is the final directory (an instance dir).
-                    os.chmod(self.stage, 0o755)
+                    os.chmod(self.staging_dir, 0o755)
                 return
             self._release()  # swept between open and flock
-            self.stage = None
+            self.staging_dir = None
         raise OSError(
             errno.EAGAIN,
             f"other runs removed the stage of {self.final} {_ATTEMPTS} times running",
@@ -245,9 +262,15 @@ class Stage:
         )
 
     def _remove_stage(self) -> None:
-        stage, self.stage = self.stage, None
-        if stage is not None:
-            _remove_contents(stage)
+        stage, self.staging_dir = self.staging_dir, None
+        if stage is None:
+            return
+        stage_fd = _open_stage(stage)
+        if stage_fd is not None:
+            try:
+                _remove_contents(stage, stage_fd)
+            finally:
+                os.close(stage_fd)
 
     def _release(self) -> None:
         fd, self._fd = self._fd, -1
@@ -255,73 +278,113 @@ class Stage:
             os.close(fd)
 
 
-def _open_lock(stage: str) -> int | None:
+def _open_stage(stage: str) -> int | None:
+    """The stage directory itself, opened; None if ``stage`` is not a directory of ours.
+
+    O_NOFOLLOW: a symlink with a stage's name is not ours, and from here on
+    everything is done relative to this descriptor, so the directory cannot
+    be swapped for a symlink under the sweep.
+    """
     try:
-        st = os.lstat(stage)
-    except FileNotFoundError:
-        return None
-    if not stat.S_ISDIR(st.st_mode):
-        return None  # a symlink or a file with our name is not ours
-    try:
-        return os.open(
-            os.path.join(stage, LOCK), os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        )
+        return os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.ENXIO, errno.EISDIR):
+        if exc.errno in _NOT_OURS:
             return None
         raise
 
 
+def _open_lock(stage_fd: int) -> int | None:
+    try:
+        return os.open(
+            LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=stage_fd
+        )
+    except OSError as exc:
+        if exc.errno in (*_NOT_OURS, errno.EISDIR):
+            return None
+        raise
+
+
+def owner_alive(directory: str) -> bool:
+    """Whether the owner of the published directory stage ``directory`` still runs."""
+    return flock_held(os.path.join(directory, LOCK))
+
+
 def _remove_if_abandoned(stage: str) -> bool:
-    fd = _open_lock(stage)
-    if fd is None:
-        # No lock file: its maker died between mkdir and creating it (or is
-        # just about to, and will find the stage gone and make another).
-        try:
-            os.rmdir(stage)
-            return True
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-                return False
-            raise
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # its owner is alive
-        if os.fstat(fd).st_nlink == 0:
-            return False  # another sweep removed it meanwhile
-        return _remove_contents(stage)
-    finally:
-        os.close(fd)
-
-
-def _remove_contents(stage: str) -> bool:
-    """Unlink the stage's files (the lock last) and the stage; False if it holds anything else."""
-    try:
-        names = os.listdir(stage)
-    except FileNotFoundError:
+    stage_fd = _open_stage(stage)
+    if stage_fd is None:
         return False
-    for name in sorted(names, key=lambda n: n == LOCK):
-        path = os.path.join(stage, name)
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            LOG.warning("leaving %s: a stage holds files only, and %s is a directory", stage, path)
+    try:
+        fd = _open_lock(stage_fd)
+        if fd is None:
+            # No lock file: its maker died between mkdir and creating it (or
+            # is just about to, and will find the stage gone and make another).
+            return _remove_contents(stage, stage_fd)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its owner is alive
+            if os.fstat(fd).st_nlink == 0:
+                return False  # another sweep removed it meanwhile
+            return _remove_contents(stage, stage_fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(stage_fd)
+
+
+def _remove_contents(stage: str, stage_fd: int) -> bool:
+    """Unlink the stage's files (the lock last) and the stage; False if it holds anything else.
+
+    Every entry is checked before anything is removed: a stage holds regular
+    files (and its lock) only, so one holding a directory is left whole
+    rather than half emptied.
+    """
+    names = os.listdir(stage_fd)
+    for name in names:
+        if stat.S_ISDIR(os.stat(name, dir_fd=stage_fd, follow_symlinks=False).st_mode):
+            LOG.warning("leaving %s: a stage holds files only, and %s is a directory", stage, name)
             return False
-        remove_if_exists(path)
-    os.rmdir(stage)
+    for name in sorted(names, key=lambda n: n == LOCK):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=stage_fd)
+    # The name may have been swapped since it was opened: remove only our directory.
+    parent_fd = os.open(os.path.dirname(stage) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        here = os.stat(os.path.basename(stage), dir_fd=parent_fd, follow_symlinks=False)
+        ours = os.fstat(stage_fd)
+        if (here.st_dev, here.st_ino) != (ours.st_dev, ours.st_ino):
+            return False
+        os.rmdir(os.path.basename(stage), dir_fd=parent_fd)
+    except OSError as exc:
+        if exc.errno in (*_NOT_OURS, errno.ENOTEMPTY, errno.EEXIST):
+            return False  # not empty any more (its maker made the lock file), or not ours
+        raise
+    finally:
+        os.close(parent_fd)
     return True
+
+
+def _renameat2() -> Any:
+    """glibc's renameat2 (2.28), typed; None where the C library lacks it."""
+    try:
+        function = libc().renameat2
+    except AttributeError:
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    return function
 
 
 def _rename_noreplace(src: str, dst: str, is_dir: bool) -> None:
     """rename(2) that fails with EEXIST when anything at all is at ``dst``."""
-    try:
-        function = libc().renameat2
-    except AttributeError:  # a C library without renameat2 (glibc < 2.28)
-        function = None
+    function = _renameat2()
     if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
-        function.argtypes += [ctypes.c_uint]
         result = function(
             _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
         )

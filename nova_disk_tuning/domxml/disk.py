@@ -107,7 +107,7 @@ class LibvirtConfigGuestDisk(base.LibvirtConfigObject):
         "driver_queues": base.positive_int("disk/driver"),
         "driver_queue_size": base.positive_int("disk/driver"),
         "driver_discard_no_unref": base.on_off("disk/driver"),
-        # {iothread id: [virtqueue ids]}: libvirt >= 10.0 with QEMU >= 9.0.
+        # {iothread id: [virtqueue ids]}: per-queue mapping (common.versions QUEUE_MAPPING_*).
         "driver_iothread_queues": base.DictOfLists(
             base.positive_int("disk/driver/iothreads/iothread"),
             base.int_range("disk/driver/iothreads/iothread/queue", 0, 1023),

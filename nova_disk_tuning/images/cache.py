@@ -51,7 +51,7 @@ LOG = logging.getLogger(__name__)
 
 # <sha1>.<pid>.part / .tmp: where releases before the stages fetched; removed
 # under the entry's lock, which every fetch of that entry held.
-_LEGACY_PARTIAL = re.compile(r"([0-9a-f]{40})\.[0-9]+\.(?:part|tmp)")
+_LEGACY_PARTIAL = re.compile(r"([0-9a-f]{40})(?:\.info)?\.[0-9]+\.(?:part|tmp)")
 
 
 @dataclasses.dataclass
@@ -112,8 +112,8 @@ class ImageCache:
     def entry_path(self, image_id: str) -> str:
         return os.path.join(self.base_dir, hashlib.sha1(image_id.encode()).hexdigest())
 
-    def _lock(self, path: str) -> Any:
-        return locks.external_lock(f"image-{os.path.basename(path)}", self.lock_dir)
+    def _lock(self, path: str, blocking: bool = True) -> Any:
+        return locks.external_lock(f"image-{os.path.basename(path)}", self.lock_dir, blocking)
 
     # -- fetch ---------------------------------------------------------------------
 
@@ -176,46 +176,18 @@ class ImageCache:
         progress: Callable[[float], None] | None,
     ) -> CachedImage:
         started = time.monotonic()
-        force_raw = self.conf.force_raw_images
-        converting = force_raw and declared_format not in (None, "raw")
-        fetch_share = 50.0 if converting else 100.0
         with staging.Stage(path) as stage:
-            part = stage.path
             try:
-                LOG.info("image %s: fetching %s into %s", image_id, source, part)
-                self.fetchers.for_source(source).fetch(
-                    source, part, _scaled(progress, 0.0, fetch_share)
+                fmt, size, conversion, built = self._build_in(
+                    stage, image_id, source, declared_format, max_size, progress
                 )
-                # Safety first: nothing else (qemu-img included) reads it before.
-                found = self.safety.check(part, declared_format, max_size)
             except exception.ImageUnacceptable as exc:
-                if exc.kwargs.get("path") != part:
+                if exc.kwargs.get("path") != stage.path:
                     raise
                 # Name the operator's image, not our copy of it in the stage.
                 raise exception.ImageUnacceptable(
                     path=source, reason=exc.kwargs.get("reason", str(exc))
                 ) from None
-            info = self.qemu_img.info(part, found.format)
-            if info.backing_file:
-                raise exception.ImageUnacceptable(
-                    path=source,
-                    reason="qemu-img reports a backing file. Use a self-contained image.",
-                )
-            fmt, built, conversion = found.format, part, None
-            if force_raw and fmt != "raw":
-                LOG.info("image %s: converting %s to raw (force_raw_images)", image_id, fmt)
-                built = stage.scratch("raw")
-                conversion = self.qemu_img.convert(
-                    part,
-                    built,
-                    fmt,
-                    "raw",
-                    progress=_scaled(progress, fetch_share, 100.0),
-                    preallocation="none",  # bases are read-only: holes stay holes
-                )
-                os.unlink(part)  # its space back before the entry is published
-                fmt = "raw"
-            size = int(info.virtual_size)
             write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
             # Under the entry lock: what is at the final name has no record
             # of its format (checked by _reuse), so it may be replaced.
@@ -223,6 +195,44 @@ class ImageCache:
         seconds = time.monotonic() - started
         LOG.info("image %s: cached as %s (%s) in %.2f s", image_id, path, fmt, seconds)
         return CachedImage(path, fmt, size, True, image_id, conversion, seconds)
+
+    def _build_in(
+        self,
+        stage: staging.Stage,
+        image_id: str,
+        source: str,
+        declared_format: str | None,
+        max_size: int | None,
+        progress: Callable[[float], None] | None,
+    ) -> tuple[str, int, ConvertResult | None, str]:
+        """Fetch, check and convert in ``stage``: (format, virtual size, conversion, file)."""
+        part = stage.path
+        converting = self.conf.force_raw_images and declared_format not in (None, "raw")
+        fetch_share = 50.0 if converting else 100.0
+        LOG.info("image %s: fetching %s into %s", image_id, source, part)
+        self.fetchers.for_source(source).fetch(source, part, _scaled(progress, 0.0, fetch_share))
+        # Safety first: nothing else (qemu-img included) reads it before.
+        found = self.safety.check(part, declared_format, max_size)
+        info = self.qemu_img.info(part, found.format)
+        if info.backing_file:
+            raise exception.ImageUnacceptable(
+                path=source,
+                reason="qemu-img reports a backing file. Use a self-contained image.",
+            )
+        if not self.conf.force_raw_images or found.format == "raw":
+            return found.format, int(info.virtual_size), None, part
+        LOG.info("image %s: converting %s to raw (force_raw_images)", image_id, found.format)
+        converted = stage.scratch("raw")
+        conversion = self.qemu_img.convert(
+            part,
+            converted,
+            found.format,
+            "raw",
+            progress=_scaled(progress, fetch_share, 100.0),
+            preallocation="none",  # bases are read-only: holes stay holes
+        )
+        os.unlink(part)  # its space back before the entry is published
+        return "raw", int(info.virtual_size), conversion, converted
 
     def _remove_stale(self, path: str) -> list[str]:
         """Partial fetches of releases before the stages (called with the entry lock held)."""
@@ -316,6 +326,34 @@ class ImageCache:
                 fsync_dir(self.base_dir)
             LOG.info("removed %s (image %s), unused for %d s", entry.path, entry.image_id, age)
             removed.append(entry.path)
+        return removed + self.remove_orphan_records()
+
+    def remove_orphan_records(self) -> builtins.list[str]:
+        """Remove the records (``<sha1>.info``, ``.use``) whose image is gone; return them.
+
+        Nova's image cache manager removes unused bases from ``_base`` and
+        knows nothing of these. Each is removed under its entry's lock, the
+        lock a fetch holds from writing the record to publishing the image:
+        an entry being built is skipped, never taken for an orphan.
+        """
+        names = sorted(os.listdir(self.base_dir)) if os.path.isdir(self.base_dir) else []
+        removed = []
+        for name in names:
+            digest, _, suffix = name.partition(".")
+            if suffix not in ("info", "use") or not ENTRY_NAME.match(digest):
+                continue
+            entry = os.path.join(self.base_dir, digest)
+            try:
+                with self._lock(entry, blocking=False):
+                    if os.path.lexists(entry) or (suffix == "use" and used_by_a_spawn(entry)):
+                        continue
+                    if remove_if_exists(os.path.join(self.base_dir, name)):
+                        removed.append(os.path.join(self.base_dir, name))
+            except locks.Busy:
+                LOG.debug("%s is being built: its record stays", entry)
+        if removed:
+            fsync_dir(self.base_dir)
+            LOG.info("removed records of images no longer cached: %s", ", ".join(removed))
         return removed
 
     def _referenced_bases(self) -> set[str]:

@@ -20,6 +20,7 @@ from typing import Any
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import staging
 from nova_disk_tuning.conf import preallocation as preallocation_mode
 from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, ProgressCallback, remove_incomplete
 from nova_disk_tuning.images.qemu_img_create import CreateCommands
@@ -161,6 +162,8 @@ class ConvertCommands(CreateCommands):
             if exc.errno != errno.EFBIG:
                 raise
             directory = os.path.dirname(os.path.abspath(dst))
+            if staging.is_stage(os.path.basename(directory)):
+                directory = os.path.dirname(directory)  # where the image is going
             raise exception.ImageUnacceptable(
                 path=src,
                 reason=f"its virtual size ({size} bytes) is larger than the largest file "

@@ -4,7 +4,8 @@ Nova already owns ``[DEFAULT]``, ``[compute]``, ``[libvirt]`` and
 ``[image_cache]``; every option of those groups that the project reads has
 Nova's name, type and unit (``tests/nova/test_conf.py`` checks it against
 Nova), so the policy reads Nova's values directly. Only ``[disk_tuning]`` is
-the plugin's, and it is registered here, once.
+the plugin's; every reader in the drop-in registers it through
+:func:`registered` (idempotent), so a backend used without the driver works.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
             raise OptionClash(
                 f"[{GROUP}] {opt.dest} is already registered by something else: {exc}"
             ) from None
+
+
+def registered(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
+    """``conf`` with ``[disk_tuning]`` registered: what every reader in the drop-in passes on.
+
+    Nova's image backends and fetch run without the driver, which registers
+    the options too (Nova's image-backend tests and tools build backends
+    alone); registering where the options are read makes each reader work
+    on its own. Idempotent, and with :func:`register_opts`'s clash check.
+    """
+    register_opts(conf)
+    return conf
 
 
 def list_opts() -> dict[str, list[cfg.Opt]]:

@@ -1,7 +1,7 @@
 """``disk_tuning.LibvirtDriver``: Nova's libvirt driver, with the project's disks.
 
 A subclass of ``nova.virt.libvirt.driver.LibvirtDriver`` that overrides
-five seams and nothing else:
+six seams and nothing else:
 
 * ``_get_guest_config``: where every guest XML Nova builds comes from (spawn,
   hard reboot, rescue, resize; a live migration carries the running XML
@@ -14,7 +14,9 @@ five seams and nothing else:
   IOThread) instead of taking Nova's.
 * ``image_backend``: the project's preallocation, qcow2 overlays and image
   conversion in place of Nova's (:mod:`.imagebackend`);
-* ``_cleanup_lvm``: ``volume_clear = zero`` through the fast-zero chain.
+* ``_cleanup_lvm``: ``volume_clear = zero`` through the fast-zero chain;
+* ``manage_image_cache``: after Nova's image cache manager removed unused
+  bases, the records the project keeps beside them go too.
 
 Everything else (scheduling, networking, migration, the whole life cycle) is
 Nova's, unchanged.
@@ -38,6 +40,7 @@ from oslo_log import log as logging
 
 from nova_disk_tuning.domxml.disk import LibvirtConfigGuestDisk
 from nova_disk_tuning.host import host_caps
+from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.nova import conf as nova_conf
 from nova_disk_tuning.nova import disks as nova_disks
@@ -56,7 +59,7 @@ _MIGRATING: contextvars.ContextVar[Any] = contextvars.ContextVar("ndt_migrating"
 
 class LibvirtDriver(nova_driver.LibvirtDriver):
     def __init__(self, virtapi: Any, read_only: bool = False) -> None:
-        nova_conf.register_opts(CONF)
+        nova_conf.registered(CONF)
         super().__init__(virtapi, read_only)
         self.image_backend = imagebackend.Backend(CONF.use_cow_images)
         self._ndt_qemu_img = QemuImg(CONF)
@@ -128,6 +131,21 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             )
         return guest
 
+    # -- the image cache ---------------------------------------------------------------
+
+    def manage_image_cache(self, context: Any, all_instances: Any) -> None:
+        """Nova's image cache manager, then the project's records of the bases it removed.
+
+        Nova's manager ages and removes the unused ``_base/<sha1>`` files; the
+        ``<sha1>.info`` the project's cache writes beside each would stay, one
+        per image ever cached on the host.
+        """
+        super().manage_image_cache(context, all_instances)
+        try:
+            ImageCache(CONF).remove_orphan_records()
+        except Exception:  # the periodic task must go on; the next run tries again
+            LOG.exception("Could not remove the records of removed base images")
+
     # -- LVM disks of a deleted instance ----------------------------------------------
 
     def _cleanup_lvm(self, instance: Any, block_device_info: Any) -> None:
@@ -142,19 +160,24 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
             return
         errors = []
         for path in self._lvm_disks(instance):
-            if not os.path.exists(path):
-                # Nova's clear_volume: a volume already gone is not wiped.
+            try:
+                # The wipe's own open is the check that the device is there.
+                done = privsep.zero_volume(path, CONF.libvirt.volume_clear_size)
+            except Exception:
+                if os.path.exists(path):
+                    raise
+                # Listed but without a device node (an inactive volume): as
+                # Nova's clear_volume, nothing to wipe, and still removed.
                 LOG.warning("Ignoring missing logical volume %s", path, instance=instance)
-                continue
-            done = privsep.zero_volume(path, CONF.libvirt.volume_clear_size)
-            LOG.info(
-                "Wiped %d bytes of %s with %s in %.2f s",
-                done["bytes"],
-                path,
-                done["method"],
-                done["seconds"],
-                instance=instance,
-            )
+            else:
+                LOG.info(
+                    "Wiped %d bytes of %s with %s in %.2f s",
+                    done["bytes"],
+                    path,
+                    done["method"],
+                    done["seconds"],
+                    instance=instance,
+                )
             try:
                 nova_privsep_fs.lvremove(path)
             except processutils.ProcessExecutionError as exc:

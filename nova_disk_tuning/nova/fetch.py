@@ -23,6 +23,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img_command import ProgressCallback
+from nova_disk_tuning.nova import conf as nova_conf
 
 LOG = logging.getLogger(__name__)
 
@@ -53,10 +54,13 @@ def fetch_image(context: Any, target: str, image_id: str, trusted_certs: Any = N
 
     Left to Nova's own function: a target outside the image cache (Nova's
     LVM backend writes straight into the volume), a disk format outside
-    :data:`PIPELINE_FORMATS`, and hosts where the operator turned Nova's deep
-    image inspection off.
+    :data:`PIPELINE_FORMATS`, an image whose recorded size is 0 (nothing to
+    check or convert; Nova makes the disk and grows it to the flavor, where
+    the pipeline would refuse the empty download as an interrupted one), and
+    hosts where the operator turned Nova's deep image inspection off.
     """
-    cache = ImageCache(CONF, fetchers={SCHEME: NovaImageFetcher(context, trusted_certs)})
+    conf = nova_conf.registered(CONF)
+    cache = ImageCache(conf, fetchers={SCHEME: NovaImageFetcher(context, trusted_certs)})
     declared = None
     # The local checks first: the image's metadata is a Glance call.
     if (
@@ -64,7 +68,8 @@ def fetch_image(context: Any, target: str, image_id: str, trusted_certs: Any = N
         and not CONF.workarounds.disable_deep_image_inspection
     ):
         meta = nova_images.get_info(context, image_id)
-        declared = meta.get("disk_format") if hasattr(meta, "get") else None
+        if hasattr(meta, "get") and meta.get("size") != 0:
+            declared = meta.get("disk_format")
     if declared not in PIPELINE_FORMATS:
         libvirt_utils.fetch_image(context, target, image_id, trusted_certs)
         return

@@ -32,7 +32,8 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.conf import preallocation
 from nova_disk_tuning.images.inspection import ImageSafety
-from nova_disk_tuning.images.qemu_img import QemuImg
+from nova_disk_tuning.images.qemu_img import CreateResult, QemuImg
+from nova_disk_tuning.nova import conf as nova_conf
 from nova_disk_tuning.nova import fetch
 from nova_disk_tuning.storage.preallocate import preallocate
 
@@ -54,7 +55,7 @@ class _ProjectImage:
         # replaced by the project's, below.
         self.preallocate = False
         super().cache(fetch_func, filename, size, *args, **kwargs)  # type: ignore[misc]
-        mode = preallocation(CONF)
+        mode = preallocation(nova_conf.registered(CONF))
         if size and mode != "none" and os.access(self.path, os.W_OK):
             result = preallocate(self.path, size, keep_size=True)
             LOG.info(
@@ -79,12 +80,13 @@ class Qcow2(_ProjectImage, nova_backend.Qcow2):
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        if os.path.exists(self.path) or preallocation(CONF) != "performance":
+        conf = nova_conf.registered(CONF)
+        if os.path.exists(self.path) or preallocation(conf) != "performance":
             super().create_image(prepare_template, base, size, safe, *args, **kwargs)
             return
         if not os.path.exists(base):
             prepare_template(*args, target=base, **kwargs)
-        qemu_img = QemuImg(CONF)
+        qemu_img = QemuImg(conf)
         if safe or CONF.workarounds.disable_deep_image_inspection:
             # Nova's own swap/ephemeral bases, or the operator turned the
             # inspection off: only the format is read, as Nova reads it.
@@ -102,8 +104,8 @@ class Qcow2(_ProjectImage, nova_backend.Qcow2):
         self.verify_base_size(base, size)
 
         @utils.synchronized(self._get_lock_name(base), external=True, lock_path=self.lock_path)
-        def create_overlay() -> None:
-            qemu_img.create(
+        def create_overlay() -> CreateResult:
+            return qemu_img.create(
                 self.path,
                 "qcow2",
                 size or int(qemu_img.info(base, base_format).virtual_size),
@@ -112,8 +114,13 @@ class Qcow2(_ProjectImage, nova_backend.Qcow2):
                 preallocation="performance",
             )
 
-        create_overlay()
-        LOG.info("Disk %s: qcow2 overlay preallocated (preallocate_images=performance)", self.path)
+        result = create_overlay()
+        LOG.info(
+            "Disk %s: qcow2 overlay, preallocate_images=performance: %s (%s)",
+            self.path,
+            result.preallocation,
+            result.reason,
+        )
 
 
 class Backend(nova_backend.Backend):

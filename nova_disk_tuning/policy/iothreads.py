@@ -7,7 +7,9 @@ to it: Nova 33 defines one IOThread and binds no disk, so nothing changes.
 We define only IOThreads that some device uses.
 
 virtio-blk disks are bound round-robin (``<driver iothread='k'>``), or, where
-libvirt >= 10.0 and QEMU >= 9.0, their queues are spread over all IOThreads.
+libvirt and QEMU have per-queue mapping (``QUEUE_MAPPING_*`` in
+:mod:`nova_disk_tuning.common.versions`), their queues are spread over all
+IOThreads.
 Disks on the ``scsi`` bus sit on the guest's virtio-scsi controller, which
 owns one IOThread and the queues for all of them. Other buses (sata, ide,
 usb) cannot use an IOThread.

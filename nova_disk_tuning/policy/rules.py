@@ -23,7 +23,11 @@ from typing import Any
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning.common.units import GiB
-from nova_disk_tuning.common.versions import format_version
+from nova_disk_tuning.common.versions import (
+    DISCARD_NO_UNREF_LIBVIRT,
+    format_version,
+    short_version,
+)
 from nova_disk_tuning.policy.decide import DiskTuning, tune_guest
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 
@@ -32,7 +36,9 @@ INSTANCE = "/var/lib/nova/instances/INSTANCE"
 DISK = f"{INSTANCE}/disk"
 HOST = HostCaps(libvirt_version=(9, 0, 0), qemu_version=(7, 2, 0), kernel_io_uring=True)
 # The first libvirt with discard_no_unref, for the one row that needs it.
-HOST_9_5 = HostCaps(libvirt_version=(9, 5, 0), qemu_version=(8, 1, 0), kernel_io_uring=True)
+HOST_NO_UNREF = HostCaps(
+    libvirt_version=DISCARD_NO_UNREF_LIBVIRT, qemu_version=(8, 1, 0), kernel_io_uring=True
+)
 SETTINGS = ("cache", "io", "discard", "discard_no_unref", "iothread")
 
 
@@ -150,10 +156,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         {**_UNMAP, "DEFAULT": {"preallocate_images": "space"}},
     ),
     Scenario(
-        "hw_disk_discard=unmap, preallocated qcow2, libvirt 9.5",
+        "hw_disk_discard=unmap, preallocated qcow2, libvirt "
+        + short_version(DISCARD_NO_UNREF_LIBVIRT),
         _file(**_QCOW2, allocated=10 * GiB + (2 << 20)),
         {**_UNMAP, "DEFAULT": {"preallocate_images": "performance"}},
-        HOST_9_5,
+        HOST_NO_UNREF,
     ),
     Scenario("SATA disk (no IOThread possible)", _file(**_FULL, bus="sata")),
     Scenario("iothreads=0", _file(**_FULL), {"disk_tuning": {"iothreads": 0}}),

@@ -41,9 +41,9 @@ class LvmWipeTest(test.NoDBTestCase):
         self.driver = LibvirtDriver(fake.FakeVirtAPI(), False)
         self.instance = {"uuid": "u1", "ephemeral_key_uuid": None}
         # Stand-ins for what needs device-mapper: the instance's LV list, lvremove.
-        self.useFixture(
+        self.lvm_disks = self.useFixture(
             fixtures.MockPatchObject(LibvirtDriver, "_lvm_disks", return_value=[self.device])
-        )
+        ).mock
         self.lvremove = self.useFixture(fixtures.MockPatch("nova.privsep.fs.lvremove")).mock
 
     def read(self, length):
@@ -71,3 +71,14 @@ class LvmWipeTest(test.NoDBTestCase):
         with mock.patch("nova.virt.libvirt.storage.lvm.remove_volumes") as remove:
             self.driver._cleanup_lvm(self.instance, None)
         remove.assert_called_once_with([self.device])
+
+    def test_an_inactive_volume_is_removed_without_a_wipe(self):
+        """Listed by lvs but without a device node: Nova removes it, and so does the drop-in."""
+        self.flags(volume_clear="zero", volume_clear_size=0, group="libvirt")
+        inactive = "/dev/nova-vg/u1_disk.eph0"  # no such device node on this host
+        self.lvm_disks.return_value = [inactive, self.device]
+        self.driver._cleanup_lvm(self.instance, None)
+        self.assertEqual(
+            [mock.call(inactive), mock.call(self.device)], self.lvremove.call_args_list
+        )
+        self.assertEqual(bytes(8 * MiB), self.read(8 * MiB))  # the active one is wiped

@@ -131,7 +131,7 @@ class DropInServersTest(base.ServersTestBase, integrated_helpers.InstanceHelperM
 
     # -- helpers -----------------------------------------------------------------
 
-    def boot(self, extra_spec=None, vcpu=2, ephemeral=1, swap=128):
+    def boot(self, extra_spec=None, vcpu=2, ephemeral=1, swap=128, image_id=None):
         flavor = self._create_flavor(
             memory_mb=512,
             vcpu=vcpu,
@@ -140,7 +140,9 @@ class DropInServersTest(base.ServersTestBase, integrated_helpers.InstanceHelperM
             swap=swap,
             extra_spec=extra_spec,
         )
-        server = self._create_server(image_uuid=self.image_id, flavor_id=flavor, networks="none")
+        server = self._create_server(
+            image_uuid=image_id or self.image_id, flavor_id=flavor, networks="none"
+        )
         self.assertTrue(self.defined, "Nova defined no domain")
         xml = self.defined[-1]
         code, output = validate(xml)
@@ -181,6 +183,21 @@ class DropInServersTest(base.ServersTestBase, integrated_helpers.InstanceHelperM
         driver = self.computes["compute1"].driver
         self.assertEqual("LibvirtDriver", type(driver).__name__)
         return driver
+
+
+class TestEmptyImage(DropInServersTest):
+    """A raw image of 0 bytes in Glance: Nova boots it (the disk is grown to the flavor)."""
+
+    def test_a_server_boots_from_an_empty_raw_image(self):
+        empty = "e0e0e0e0-0000-4000-8000-000000000000"
+        harness.upload_image(self.glance, empty, b"", "raw")
+        self.start(DEFAULT={"preallocate_images": "space", "use_cow_images": False})
+        server, root = self.boot(image_id=empty, ephemeral=0, swap=0)
+        self.assertEqual("ACTIVE", server["status"])
+        path = self.disks(root)["vda"].find("source").get("file")
+        self.assertEqual(1 << 30, os.path.getsize(path))
+        with open(path, "rb") as handle:
+            self.assertEqual(bytes(4096), handle.read(4096))
 
 
 class TestDropInDisks(DropInServersTest):

@@ -47,3 +47,19 @@ def test_the_stub_takes_any_arguments(monkeypatch, argv):
     monkeypatch.setattr(main.metadata, "entry_points", _entry_points([]))
     args = main.build_parser().parse_args(argv)
     assert args.command == "bench"
+
+
+def test_a_plug_in_cannot_take_a_commands_name_or_break_the_parser(monkeypatch, tmp_path):
+    module = tmp_path / "ndt_fake_commands.py"
+    module.write_text(
+        "def register(subparsers):\n"
+        "    subparsers.add_parser('list')\n"  # argparse: conflicting subparser
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clashing = metadata.EntryPoint("list", "ndt_fake_commands", main.COMMANDS_GROUP)
+    failing = metadata.EntryPoint("other", "ndt_fake_commands", main.COMMANDS_GROUP)
+    monkeypatch.setattr(main.metadata, "entry_points", _entry_points([clashing, failing]))
+    parser = main.build_parser()
+    # "list" stays this package's; "other" raised in register() and is refused in one line.
+    assert parser.parse_args(["list"]).func.__module__ == "nova_disk_tuning.cmd.instances"
+    assert parser.parse_args(["other"]).command == "other"

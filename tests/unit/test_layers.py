@@ -43,14 +43,22 @@ def _part(module: str) -> str | None:
     return parts[1] if parts[1] in RANK else None
 
 
-def _imports(path: pathlib.Path):
+def _imports(path: pathlib.Path, root: pathlib.Path = ROOT):
+    """Every module ``path`` imports, relative imports resolved against its package."""
     tree = ast.parse(path.read_text(), str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module
-            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                # The package the file is in (for __init__.py, its own).
+                package = list(path.relative_to(root).parts[:-1])
+                base = package[: len(package) - (node.level - 1)]
+                module = ".".join([*base, module] if module else base)
+            if module:
+                yield module
+                yield from (f"{module}.{alias.name}" for alias in node.names)
 
 
 def _files(part: str, root: pathlib.Path = PACKAGE) -> list[pathlib.Path]:
@@ -63,7 +71,7 @@ def _files(part: str, root: pathlib.Path = PACKAGE) -> list[pathlib.Path]:
 def _offenders(part: str, root: pathlib.Path = PACKAGE) -> list[str]:
     found = []
     for path in _files(part, root):
-        for module in _imports(path):
+        for module in _imports(path, root.parent):
             target = _part(module)
             if target is None or target == part:
                 continue
@@ -138,6 +146,27 @@ def test_common_imports_nothing_of_the_project_but_exception():
         and module != "nova_disk_tuning"
     ]
     assert not found
+
+
+def test_only_the_drop_in_reaches_the_drop_in():
+    """The CLI and the rest run on hosts without Nova: nothing but nova/ imports it."""
+    found = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted([*PACKAGE.rglob("*.py"), *BENCH.rglob("*.py")])
+        if not path.is_relative_to(PACKAGE / "nova")
+        for module in _imports(path)
+        if _part(module) == "nova"
+    ]
+    assert not found
+
+
+def test_relative_imports_are_seen(tmp_path):
+    package = tmp_path / "nova_disk_tuning" / "policy"
+    package.mkdir(parents=True)
+    (package / "x.py").write_text("from ..agent import loader\nfrom . import facts\n")
+    found = list(_imports(package / "x.py", tmp_path))
+    assert "nova_disk_tuning.agent.loader" in found and "nova_disk_tuning.policy.facts" in found
+    assert _offenders("policy", root=tmp_path / "nova_disk_tuning")
 
 
 def test_only_the_nova_integration_imports_nova():

@@ -46,6 +46,7 @@ def _prose_files() -> list[str]:
         for f in _tracked()
         if (f.endswith(".rst") and not f.startswith("releasenotes/"))
         or (f.endswith(".py") and f.startswith(("nova_disk_tuning/", "bench/", "nova/")))
+        or f in ("Makefile", "tox.ini", "setup.cfg", "bench/setup.cfg")
     ]
 
 
@@ -109,6 +110,24 @@ def _entry_point_groups() -> set[str]:
     return groups
 
 
+# A path of the project's own trees: nova_disk_tuning/policy/, agent/volume/ ...
+PROJECT_DIR = re.compile(
+    r"(?<![\w/.-])((?:nova_disk_tuning|agent|policy|domxml|images|storage|common|conf|"
+    r"audit|cmd|virt|bench|nova_disk_tuning_bench)/(?:[\w-]+/)*)"
+)
+
+
+def test_every_directory_of_the_tree_named_exists():
+    folders = {str(pathlib.PurePath(f).parent) + "/" for f in _tracked()}
+    missing = []
+    for name in _prose_files():
+        for match in PROJECT_DIR.finditer((ROOT / name).read_text()):
+            path = match.group(1)
+            if not any(f == path or f.endswith("/" + path) for f in folders):
+                missing.append(f"{name}: {path}")
+    assert not missing, "\n".join(sorted(set(missing)))
+
+
 def test_every_module_named_exists():
     groups = _entry_point_groups()  # named like modules, and are not
     missing = []
@@ -130,9 +149,13 @@ def test_the_tree_of_the_docs_names_every_part_of_the_package(doc):
     for part in RANK:
         folder = ROOT / "nova_disk_tuning" / part
         shown = f"{part}/" if folder.is_dir() else f"{part}.py"
-        assert shown in text, f"{doc} does not describe {shown}"
+        # As a name of its own, not the end of another path (virt/libvirt/audit/).
+        assert re.search(rf"(?<![\w/.]){re.escape(shown)}", text), f"{doc} lacks {shown}"
 
 
 def test_the_check_sees_a_stale_name(tmp_path):
+    assert [m.group(1) for m in PROJECT_DIR.finditer("in ``virt/libvirt/tuning/`` and ")] == [
+        "virt/libvirt/tuning/"
+    ]
     assert not _resolves("nova_disk_tuning.virt.libvirt.tuning")
     assert _resolves("nova_disk_tuning.policy.decide.tune_guest")

@@ -1,1 +1,5 @@
-"""Volume drivers, one module per transport, loaded by ``driver_volume_type``."""
+"""Volume drivers by kind of transport (block devices, files on a share, QEMU's network clients).
+
+Each is loaded by ``connection_info['driver_volume_type']`` (entry points
+``nova_disk_tuning.volume_drivers``).
+"""

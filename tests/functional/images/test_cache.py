@@ -317,3 +317,33 @@ def test_prune_removes_partial_fetches_whose_lock_nobody_holds(make_conf, tmp_pa
         os.close(holder)
     assert not os.path.exists(abandoned) and not os.path.exists(legacy)
     assert os.path.exists(running) and os.path.exists(foreign)
+
+
+def test_prune_removes_records_whose_image_is_gone_but_not_one_being_built(make_conf, tmp_path):
+    conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
+    cache = ImageCache(conf)
+    os.makedirs(cache.base_dir)
+    gone, building = (os.path.join(cache.base_dir, c * 40) for c in "ab")
+    for entry in (gone, building):
+        with open(f"{entry}.info", "w") as handle:
+            handle.write('{"format": "raw", "virtual_size": 1}')
+    holder = multiprocessing.get_context("fork").Process(
+        target=_hold_entry_lock, args=(conf.instances_path, building, tmp_path / "held")
+    )
+    holder.start()
+    try:
+        _wait_for(str(tmp_path / "held"))
+        assert cache.prune(max_age=0) == [f"{gone}.info"]
+        assert os.path.exists(f"{building}.info")
+    finally:
+        holder.terminate()
+        holder.join(10)
+    assert cache.prune(max_age=0) == [f"{building}.info"]  # its builder is gone
+
+
+def _hold_entry_lock(instances_path: str, entry: str, marker) -> None:
+    from nova_disk_tuning.common import locks
+
+    with locks.external_lock(f"image-{os.path.basename(entry)}", f"{instances_path}/locks"):
+        marker.write_text("held")
+        time.sleep(600)

@@ -39,8 +39,8 @@ def test_stage_names_are_hidden_beside_the_final_name_and_match_only_ours(tmp_pa
 def test_a_long_final_name_still_gives_a_valid_stage_name(tmp_path):
     final = str(tmp_path / ("d" * 250))
     with staging.Stage(final) as stage:
-        assert len(os.path.basename(stage.stage)) <= 255
-        assert staging.is_stage_of(final, os.path.basename(stage.stage))
+        assert len(os.path.basename(stage.staging_dir)) <= 255
+        assert staging.is_stage_of(final, os.path.basename(stage.staging_dir))
         with open(stage.path, "wb") as handle:
             handle.write(b"x")
         stage.publish()
@@ -50,9 +50,9 @@ def test_a_long_final_name_still_gives_a_valid_stage_name(tmp_path):
 def test_a_file_stage_is_locked_and_published_whole(tmp_path):
     final = str(tmp_path / "out.raw")
     with staging.Stage(final) as stage:
-        assert os.path.dirname(stage.stage) == str(tmp_path)
-        assert os.path.dirname(stage.path) == stage.stage
-        assert flock_held(os.path.join(stage.stage, staging.LOCK))
+        assert os.path.dirname(stage.staging_dir) == str(tmp_path)
+        assert os.path.dirname(stage.path) == stage.staging_dir
+        assert flock_held(os.path.join(stage.staging_dir, staging.LOCK))
         with open(stage.path, "wb") as handle:
             handle.write(b"image")
         stage.publish()
@@ -123,11 +123,7 @@ def test_replace_publishes_over_what_is_there(tmp_path):
 def test_without_renameat2_a_file_is_published_by_link(tmp_path, monkeypatch):
     """NFS and older FUSE file systems refuse RENAME_NOREPLACE with EINVAL."""
 
-    class NoRenameat2:
-        def __getattr__(self, name):
-            raise AttributeError(name)
-
-    monkeypatch.setattr(staging, "libc", NoRenameat2)
+    monkeypatch.setattr(staging, "_renameat2", lambda: None)
     final = tmp_path / "out.raw"
     with staging.Stage(str(final)) as stage:
         with open(stage.path, "wb") as handle:
@@ -206,7 +202,7 @@ def test_a_killed_owner_leaves_a_stage_the_next_run_removes(tmp_path):
             "from nova_disk_tuning.common import staging\n"
             f"stage = staging.Stage({final!r}).open()\n"
             "open(stage.path, 'wb').write(b'half')\n"
-            "print(stage.stage, flush=True)\n"
+            "print(stage.staging_dir, flush=True)\n"
             "time.sleep(600)\n",
         ],
         stdout=subprocess.PIPE,
@@ -229,7 +225,7 @@ def test_a_killed_owner_leaves_a_stage_the_next_run_removes(tmp_path):
 def test_two_stages_of_one_name_are_independent(tmp_path):
     final = str(tmp_path / "out.raw")
     with staging.Stage(final) as first, staging.Stage(final) as second:
-        assert first.stage != second.stage
+        assert first.staging_dir != second.staging_dir
         for stage in (first, second):
             with open(stage.path, "wb") as handle:
                 handle.write(b"x")
@@ -278,18 +274,59 @@ def test_an_interrupted_stage_leaves_nothing(tmp_path, monkeypatch, where):
 
 
 def test_no_hard_links_and_no_renameat2_is_said(tmp_path, monkeypatch):
-    class NoRenameat2:
-        def __getattr__(self, name):
-            raise AttributeError(name)
-
     def no_links(src, dst):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(staging, "libc", NoRenameat2)
+    monkeypatch.setattr(staging, "_renameat2", lambda: None)
     monkeypatch.setattr(staging.os, "link", no_links)
     with staging.Stage(str(tmp_path / "out.raw")) as stage:
         open(stage.path, "wb").close()
         with pytest.raises(OSError) as err:
             stage.publish()
         assert err.value.errno == errno.EOPNOTSUPP
+    assert listing(tmp_path) == []
+
+
+def test_a_stage_swapped_for_a_symlink_under_the_sweep_removes_nothing_else(tmp_path, monkeypatch):
+    """Another user of a shared directory swaps the stage for a link to a victim's files."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for name in ("a", "b", staging.LOCK):
+        (victim / name).write_bytes(b"theirs")
+    stage = tmp_path / f".out.raw{staging.MARK}{HEX}"
+    stage.mkdir()
+    (stage / staging.LOCK).write_bytes(b"")
+    (stage / "out.raw").write_bytes(b"abandoned")
+    real_open_stage = staging._open_stage
+
+    def open_then_swapped(path):
+        fd = real_open_stage(path)
+        os.rename(path, str(stage) + ".moved")
+        os.symlink(victim, path)
+        return fd
+
+    monkeypatch.setattr(staging, "_open_stage", open_then_swapped)
+    assert staging.sweep(str(tmp_path)) == []
+    assert sorted(os.listdir(victim)) == sorted(["a", "b", staging.LOCK])
+    assert os.path.islink(stage)
+    # What was removed was the abandoned stage's own content, by its descriptor.
+    assert os.listdir(str(stage) + ".moved") == []
+
+
+def test_a_stage_holding_a_directory_is_left_whole(tmp_path):
+    stage = tmp_path / f".out.raw{staging.MARK}{HEX}"
+    (stage / "mnt").mkdir(parents=True)
+    (stage / staging.LOCK).write_bytes(b"")
+    (stage / "out.raw").write_bytes(b"x")
+    assert staging.sweep(str(tmp_path)) == []
+    assert sorted(os.listdir(stage)) == sorted([staging.LOCK, "mnt", "out.raw"])
+
+
+def test_opening_a_stage_twice_is_refused(tmp_path):
+    stage = staging.Stage(str(tmp_path / "x")).open()
+    try:
+        with pytest.raises(RuntimeError, match="open already"):
+            stage.open()
+    finally:
+        stage.close()
     assert listing(tmp_path) == []

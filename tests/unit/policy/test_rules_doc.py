@@ -1,4 +1,4 @@
-"""doc/source/tuning-rules.rst is the policy's decision table, rendered from tuning.py."""
+"""doc/source/tuning-rules.rst is the policy's decision table, rendered by policy/rules.py."""
 
 from __future__ import annotations
 
