@@ -15,7 +15,7 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
+.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests nova-suites genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
 
 all: test
 
@@ -75,6 +75,19 @@ e2e: $(STAMP_PY)
 # Nova's conformance suite makes for its own libvirt driver.
 nova-tests: $(STAMP_NOVA)
 	$(BIN)/stestr run
+
+# Nova 34's own libvirt suites (tests/nova_suites), once on Nova's driver and
+# once on the drop-in, the same test ids: the outcomes must agree except for
+# the divergences listed with their reasons in tests/nova_suites/divergences.yaml.
+NOVA_SUITES ?= .nova-suites
+SUITE_RUN = $(BIN)/stestr --test-path ./tests/nova_suites --top-dir ./ run --subunit
+
+nova-suites: $(STAMP_NOVA)
+	rm -rf $(NOVA_SUITES) && mkdir -p $(NOVA_SUITES)
+	NDT_NOVA_SUITE=nova $(SUITE_RUN) > $(NOVA_SUITES)/nova.subunit 2> $(NOVA_SUITES)/nova.log || true
+	NDT_NOVA_SUITE=dropin NDT_NOVA_SUITE_EVENTS=$(NOVA_SUITES)/events \
+		$(SUITE_RUN) > $(NOVA_SUITES)/dropin.subunit 2> $(NOVA_SUITES)/dropin.log || true
+	$(BIN)/python -m tests.nova_suites.compare $(NOVA_SUITES)
 
 genconfig: $(STAMP_PY)
 	$(BIN)/oslo-config-generator --config-file etc/nova-disk-tuning/nova-disk-tuning-config-generator.conf

@@ -71,7 +71,15 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
 
     def _ndt_host_caps(self) -> HostCaps:
         if self._ndt_caps is None:
-            self._ndt_caps = host_caps(self._host.get_connection())
+            try:
+                self._ndt_caps = host_caps(self._host.get_connection())
+            except Exception as exc:  # the connection could not say; asked again next time
+                LOG.warning(
+                    "libvirt and QEMU versions unknown (%s): version-gated settings are off "
+                    "for this guest",
+                    exc,
+                )
+                return host_caps(None)
         return self._ndt_caps
 
     # -- guest configs -------------------------------------------------------------
@@ -253,11 +261,23 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
         device_names: Any,
     ) -> Any:
         token = _MIGRATING.set(guest)
+        real_migrate = guest.migrate
+
+        def migrate(*args: Any, **kwargs: Any) -> Any:
+            # Nova re-pins IOThread 1 to the destination's emulator CPUs; the
+            # drop-in's IOThreads 2..N must move with it (one pin rule).
+            xml = kwargs.get("destination_xml")
+            if xml and "dst_numa_info" in migrate_data:
+                kwargs["destination_xml"] = render.repin_iothreads(xml)
+            return real_migrate(*args, **kwargs)
+
+        guest.migrate = migrate
         try:
             return super()._live_migration_operation(
                 context, instance, dest, block_migration, migrate_data, guest, device_names
             )
         finally:
+            guest.migrate = real_migrate
             _MIGRATING.reset(token)
 
     def _ndt_keep_driver(self, conf: Any, guest: Any) -> Any:

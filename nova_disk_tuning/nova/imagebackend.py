@@ -38,6 +38,8 @@ from nova_disk_tuning.nova import fetch
 from nova_disk_tuning.storage.preallocate import preallocate
 
 LOG = logging.getLogger(__name__)
+# Nova's fetch as Nova defines it (not whatever stands in for it later).
+_NOVA_FETCH_IMAGE = libvirt_utils.fetch_image
 
 
 class _ProjectImage:
@@ -49,7 +51,9 @@ class _ProjectImage:
     def cache(
         self, fetch_func: Any, filename: str, size: int | None = None, *args: Any, **kwargs: Any
     ) -> None:
-        if fetch_func is libvirt_utils.fetch_image:
+        # Nova's own fetch is taken over; anything else a caller passes (a
+        # function of its own, a test's stand-in) is used as given.
+        if fetch_func is _NOVA_FETCH_IMAGE:
             fetch_func = fetch.fetch_image
         # Nova's own preallocation (fallocate -n after a probe file) is
         # replaced by the project's, below.
@@ -81,7 +85,9 @@ class Qcow2(_ProjectImage, nova_backend.Qcow2):
         **kwargs: Any,
     ) -> None:
         conf = nova_conf.registered(CONF)
-        if os.path.exists(self.path) or preallocation(conf) != "performance":
+        # The mode first: below performance this is Nova's create_image, call
+        # for call (no extra look at the disk).
+        if preallocation(conf) != "performance" or os.path.exists(self.path):
             super().create_image(prepare_template, base, size, safe, *args, **kwargs)
             return
         if not os.path.exists(base):

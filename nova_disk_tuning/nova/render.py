@@ -99,3 +99,22 @@ def driver_summary(device: Any) -> str:
     """``cache=none io=native iothread=2``: the ``<driver>`` values the policy decides."""
     values = ((a.removeprefix("driver_"), getattr(device, a, None)) for a in _DECIDED)
     return " ".join(f"{name}={value}" for name, value in values if value) or "(none)"
+
+
+def repin_iothreads(xml: str) -> str:
+    """``xml`` with every ``<iothreadpin>`` on the CPUs of ``<emulatorpin>``.
+
+    The drop-in pins each IOThread where Nova pins its one: on the emulator's
+    CPUs (:func:`nova_disk_tuning.nova.tune` at build time). A live migration
+    moves the emulator pin and Nova's IOThread 1 to the destination's CPUs,
+    and leaves IOThreads 2..N on the source's; this moves them too.
+    """
+    root = etree.fromstring(xml.encode())
+    emulator = root.find("cputune/emulatorpin")
+    cpuset = emulator.get("cpuset") if emulator is not None else None
+    pins = root.findall("cputune/iothreadpin")
+    if cpuset is None or not pins:
+        return xml
+    for pin in pins:
+        pin.set("cpuset", cpuset)
+    return str(etree.tostring(root, encoding="unicode"))

@@ -155,3 +155,55 @@ class LiveMigrationVolumeTest(test.NoDBTestCase):
 
 # Nova's operation, for the comparison.
 _novas_operation = nova_driver.LibvirtDriver._live_migration_operation
+
+
+# The same guest with dedicated CPUs on the source (CPUs 0-1), two IOThreads pinned there.
+PINNED = RUNNING.replace(
+    "  <os><type>hvm</type></os>",
+    """  <cputune>
+    <vcpupin vcpu='0' cpuset='0'/>
+    <vcpupin vcpu='1' cpuset='1'/>
+    <emulatorpin cpuset='0-1'/>
+    <iothreadpin iothread='1' cpuset='0-1'/>
+    <iothreadpin iothread='2' cpuset='0-1'/>
+  </cputune>
+  <numatune>
+    <memory mode='strict' nodeset='0'/>
+    <memnode cellid='0' mode='strict' nodeset='0'/>
+  </numatune>
+  <os><type>hvm</type></os>""",
+)
+
+
+class LiveMigrationPinnedIOThreadsTest(test.NoDBTestCase):
+    """Nova's _update_numa_xml re-pins IOThread 1 only; every IOThread must move."""
+
+    setUp = LiveMigrationVolumeTest.setUp
+
+    def migrate_pinned(self):
+        self.domain.XMLDesc.return_value = PINNED
+        data = objects.LibvirtLiveMigrateData(
+            serial_listen_addr="",
+            serial_listen_ports=[],
+            target_connect_addr="192.0.2.20",
+            bdms=[],
+            block_migration=False,
+            dst_numa_info=objects.LibvirtLiveMigrateNUMAInfo(
+                cpu_pins={"0": {2}, "1": {3}},
+                cell_pins={"0": {0}},
+                emulator_pins={2, 3},
+            ),
+        )
+        self.driver._live_migration_operation(
+            self.context, self.instance, "dest", False, data, self.guest, ["vda"]
+        )
+        params = self.domain.migrateToURI3.call_args.kwargs["params"]
+        root = etree.fromstring(params["destination_xml"].encode())
+        return {p.get("iothread"): p.get("cpuset") for p in root.iterfind("cputune/iothreadpin")}
+
+    def test_every_iothread_moves_to_the_destinations_emulator_cpus(self):
+        self.assertEqual({"1": "2-3", "2": "2-3"}, self.migrate_pinned())
+
+    def test_nova_alone_leaves_iothread_2_on_the_source(self):
+        with mock.patch.object(LibvirtDriver, "_live_migration_operation", _novas_operation):
+            self.assertEqual({"1": "2-3", "2": "0-1"}, self.migrate_pinned())

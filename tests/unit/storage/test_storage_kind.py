@@ -58,3 +58,19 @@ def test_a_real_file_here_is_known(tmp_path):
     probe = StorageProbe()
     expected = probe_mod.FS_STORAGE_KINDS.get(probe.fs_type(str(path)))
     assert probe.storage_kind(str(path)) == expected
+
+
+def test_a_mount_point_in_another_encoding_is_read_not_refused(tmp_path):
+    """A Latin-1 mount point anywhere on the host once broke every probe (UnicodeDecodeError)."""
+    from nova_disk_tuning.common import mounts
+
+    table = tmp_path / "mountinfo"
+    table.write_bytes(
+        b"22 1 254:0 / / rw - ext4 /dev/vda rw\n"
+        b"30 22 0:40 / /srv/caf\xe9 rw - tmpfs tmpfs rw\n"
+        b"31 22 0:41 / " + os.fsencode(str(tmp_path)) + b"/with\\040space rw - xfs /dev/loop0 rw\n"
+    )
+    (tmp_path / "with space").mkdir()
+    assert mounts.fs_type(str(tmp_path / "with space"), mountinfo=str(table)) == "xfs"
+    assert mounts.fs_type("/srv/caf\udce9/x", mountinfo=str(table)) == "tmpfs"
+    assert mounts.fs_type("/elsewhere", mountinfo=str(table)) == "ext4"
