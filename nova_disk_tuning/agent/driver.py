@@ -116,9 +116,11 @@ class LibvirtDriver:
                     )
                 )
                 undo = Undo(instance.name)
+                # Its disks go with it, as the record lists them (announced
+                # before each was made): a signal at any point leaves nothing.
                 undo.push(
-                    f"instance directory {claim.directory}",
-                    lambda: self.store.remove(instance.uuid),
+                    f"instance directory {claim.directory} and its disks",
+                    lambda: self._remove(claim.record),
                 )
             try:
                 # The base image stays in use (safe from `cache prune`) until
@@ -171,14 +173,19 @@ class LibvirtDriver:
                     "Instance %s: disks kept in %s (destroy_disks=False)", instance_name, directory
                 )
                 return
-            for entry in record.disks:
-                if entry.kind == "volume":
-                    continue
-                # The backend that made the disk, whatever images_type says now.
-                self.backend(entry.backend or record.image_backend).destroy([entry.guest_disk()])
-                LOG.info("Instance %s: removed %s disk %s", record.name, entry.kind, entry.path)
-            self.store.remove(record.uuid)
+            self._remove(record)
             LOG.info("Instance %s: instance directory %s removed", instance_name, directory)
+
+    def _remove(self, record: InstanceRecord) -> None:
+        """Remove the disks ``record`` lists (volumes excepted), then its directory."""
+        for entry in record.disks:
+            if entry.kind == "volume":
+                continue
+            # The backend that made the disk, whatever images_type says now.
+            self.backend(entry.backend or record.image_backend).destroy(entry.removable())
+            where = entry.path or ", ".join(entry.created)
+            LOG.info("Instance %s: removed %s disk %s", record.name, entry.kind, where)
+        self.store.remove(record.uuid)
 
     def _refuse_live_spawn(self, record: InstanceRecord) -> None:
         if record.state == BUILDING and self.store.owner_alive(record.uuid):

@@ -4,7 +4,8 @@ The record is what lets an instance outlive the process that spawned it:
 its flavor and image, every disk with the backend that made it and the facts
 measured from it, its volumes and the tuning it got with the reasons. A
 spawn writes it first in state ``building`` (see :mod:`.store`) and lists
-each disk in it as soon as the disk exists, so a killed spawn can be found
+each disk in it before the disk is made (an *announced* entry: its kind,
+target, backend and the names it will have), so a killed spawn can be found
 and removed.
 """
 
@@ -39,6 +40,28 @@ class DiskEntry:
     created: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    made: bool = True  # False: announced, being made (or its maker was killed)
+
+    @classmethod
+    def announced(
+        cls, kind: str, target: str, names: tuple[str, ...], backend: str | None
+    ) -> DiskEntry:
+        """A disk about to be made under ``names`` (what its backend's destroy takes)."""
+        return cls(
+            kind=kind,
+            target=target,
+            bus=None,
+            path=None,
+            format="",
+            source_type="",
+            backend=backend,
+            created=list(names),
+            made=False,
+        )
+
+    def removable(self) -> list[GuestDisk] | list[str]:
+        """What the backend's ``destroy()`` takes for this disk."""
+        return [self.guest_disk()] if self.made else list(self.created)
 
     @classmethod
     def of(cls, kind: str, disk: GuestDisk, backend: str | None) -> DiskEntry:

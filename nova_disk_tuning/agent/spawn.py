@@ -6,7 +6,7 @@
 3. measure the volumes (connected already by os-brick) and name every target;
 4. fetch the base image once per host through the image cache, held in use;
 5. create the root, ephemeral and swap disks with the image backend, each
-   recorded the moment it exists;
+   recorded (by the names the backend announces) before it is made;
 6. hand every disk's measured facts to the tuning policy, assemble the guest
    (:mod:`.guest`), write ``libvirt.xml`` and the finished record, define the
    domain with libvirt's schema validation and optionally start it.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,13 +31,14 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent import assembly, loader
 from nova_disk_tuning.agent.assembly import GuestDisk
-from nova_disk_tuning.agent.imagebackend.base import ImageBackend
+from nova_disk_tuning.agent.imagebackend.base import Announce, ImageBackend
 from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance
 from nova_disk_tuning.agent.record import DiskEntry, InstanceRecord
 from nova_disk_tuning.agent.store import SpawnClaim
 from nova_disk_tuning.common import signals
 from nova_disk_tuning.common.units import GiB, MiB
 from nova_disk_tuning.domxml.targets import TargetNames
+from nova_disk_tuning.images import fetch
 from nova_disk_tuning.images.cache import CachedImage
 from nova_disk_tuning.policy.decide import GuestTuning, tune_guest
 
@@ -143,29 +143,54 @@ class Spawn:
         LOG.info("Instance %s: base image %s %s (%s)", self.name, image.id, how, cached.path)
         kernel, ramdisk = self._copy_boot_files()
         directory = self.claim.directory
-        self._created(
-            "root", backend.create_root(directory, root, cached, flavor.root_gb * GiB or None, bus)
+        root_size = flavor.root_gb * GiB or None
+        self._make(
+            "root",
+            root,
+            lambda announce: backend.create_root(
+                directory, root, cached, root_size, bus, announce=announce
+            ),
         )
         if ephemeral:
             size = flavor.ephemeral_gb * GiB
-            self._created(
-                "ephemeral", backend.create_blank(directory, ephemeral, size, "ephemeral", bus)
+            self._make(
+                "ephemeral",
+                ephemeral,
+                lambda announce: backend.create_blank(
+                    directory, ephemeral, size, "ephemeral", bus, announce=announce
+                ),
             )
         if swap:
-            self._created(
-                "swap", backend.create_blank(directory, swap, flavor.swap_mb * MiB, "swap", bus)
+            self._make(
+                "swap",
+                swap,
+                lambda announce: backend.create_blank(
+                    directory, swap, flavor.swap_mb * MiB, "swap", bus, announce=announce
+                ),
             )
         self.disks.extend(("volume", disk) for disk, _ in volumes)
         return self._define(cached, kernel, ramdisk, [entry for _, entry in volumes])
 
-    def _created(self, kind: str, disk: GuestDisk) -> None:
-        self.disks.append((kind, disk))
+    def _make(self, kind: str, target: str, create: Callable[[Announce], GuestDisk]) -> None:
+        """Make one disk, recorded by the names its backend announces before making it.
+
+        A failed create has removed what it made (the backend's promise),
+        so its announced entry goes from the record; otherwise the entry
+        stays until the disk is measured and recorded whole, and a failed
+        spawn's undo (or, after a kill, destroy) removes what it names.
+        """
         backend = self.claim.record.image_backend
+
+        def announce(names: tuple[str, ...]) -> None:
+            self.claim.add_disk(DiskEntry.announced(kind, target, names, backend))
+
+        try:
+            disk = create(announce)
+        except BaseException:
+            self.claim.drop_disk(target)
+            raise
+        self.disks.append((kind, disk))
         self.claim.add_disk(DiskEntry.of(kind, disk, backend))
-        self.undo.push(
-            f"{kind} disk {disk.facts.path or disk.facts.name}",
-            lambda: self.backend.destroy([disk]),
-        )
         for note in disk.notes:
             LOG.info("Instance %s: %s disk %s: %s", self.name, kind, disk.facts.name, note)
 
@@ -228,10 +253,9 @@ class Spawn:
                 copies.append(None)
                 continue
             target = os.path.join(self.claim.directory, what)
-            try:
-                shutil.copyfile(source, target)
-            except FileNotFoundError:
-                raise exception.ImageNotFound(path=source) from None
+            # Checked and copied from one descriptor, never more readable
+            # than the source (a 0600 kernel stays 0600), as images are.
+            fetch.LocalFileFetcher().fetch(source, target)
             copies.append(target)
         return copies[0], copies[1]
 

@@ -5,8 +5,9 @@ cannot remove, even when it is killed with SIGKILL. So the directory comes
 into being whole: a directory stage (:mod:`~nova_disk_tuning.common.staging`)
 gets the record (state ``building``, the owner's pid) and the stage's lock
 file, which the spawn holds with ``flock`` for as long as it runs, and only
-then is renamed to ``<uuid>``. From then on the record lists every disk as
-soon as it exists, and every record is written whole. A building record
+then is renamed to ``<uuid>``. From then on the record lists every disk
+before it is made (by the names its backend announces), and every record is
+written whole. A building record
 whose lock nobody holds is a spawn that died: ``list`` says ``building,
 process gone`` and ``destroy`` removes it. A stage left by a kill before the
 rename holds nothing but the record, and the next claim removes it.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import stat
 from collections.abc import Iterator
 
 from oslo_config import cfg
@@ -36,6 +37,10 @@ LOG = logging.getLogger(__name__)
 RECORD = "instance.json"
 GUEST_XML = "libvirt.xml"
 CONSOLE_LOG = "console.log"
+# Boot files a spawn copies in (as Nova does).
+BOOT_FILES = ("kernel", "ramdisk")
+# What the project makes in an instance directory besides the disks.
+OURS = frozenset({RECORD, GUEST_XML, CONSOLE_LOG, staging.LOCK, *BOOT_FILES})
 
 
 class SpawnClaim:
@@ -51,9 +56,17 @@ class SpawnClaim:
         return self.store.instance_dir(self.record.uuid)
 
     def add_disk(self, entry: DiskEntry) -> None:
-        """Record a disk the moment it exists, so destroy can find it after a kill."""
+        """Record a disk (replacing its announced entry), so destroy finds it after a kill."""
+        self.record.disks = [d for d in self.record.disks if d.target != entry.target]
         self.record.disks.append(entry)
         self.store.write_record(self.record)
+
+    def drop_disk(self, target: str) -> None:
+        """Forget the entry of ``target``: its create failed and removed what it made."""
+        kept = [d for d in self.record.disks if d.target != target]
+        if len(kept) != len(self.record.disks):
+            self.record.disks = kept
+            self.store.write_record(self.record)
 
     def release(self) -> None:
         self._stage.release()
@@ -212,10 +225,52 @@ class InstanceStore:
         record.state, record.pid = CREATED, None
         self.write_record(record)
 
-    def remove(self, uuid: str) -> None:
-        shutil.rmtree(self.instance_dir(uuid))
+    def remove(self, uuid: str) -> list[str]:
+        """Remove what the project made in ``<uuid>/``, then the directory if nothing is left.
+
+        Only names the project makes there go: the record, ``libvirt.xml``,
+        the console log, the spawn's lock, copied kernel and ramdisk and the
+        stages of its records (the disks are their backends' to remove, before
+        this). Nothing is
+        followed (a symlink is removed, not its target), no directory is
+        entered but a stage of ours, and nothing on another file system is
+        touched: a file system mounted inside, or a file someone else put
+        there, stays, and so does the directory then. Returns what stayed.
+        """
+        directory = self.instance_dir(uuid)
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        try:
+            device = os.fstat(dir_fd).st_dev
+            kept = []
+            for name in sorted(os.listdir(dir_fd)):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if st.st_dev != device:
+                    kept.append(name)  # a mount point: another file system
+                elif stat.S_ISDIR(st.st_mode):
+                    if not (staging.is_stage(name) and staging.remove_stage_at(dir_fd, name)):
+                        kept.append(name)
+                elif name in OURS:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=dir_fd)
+                else:
+                    kept.append(name)
+        finally:
+            os.close(dir_fd)
+        if kept:
+            LOG.warning(
+                "Kept %s: it holds what this project did not make there: %s",
+                directory,
+                ", ".join(kept),
+            )
+            return kept
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(directory)
         with contextlib.suppress(OSError):
             fsync_dir(self.root)
+        return []
 
 
 def _dumps(record: InstanceRecord) -> str:

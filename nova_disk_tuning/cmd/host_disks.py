@@ -12,7 +12,8 @@ from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.common import units
 from nova_disk_tuning.common.units import GiB
-from nova_disk_tuning.storage import kernel
+from nova_disk_tuning.images.cache import ImageCache
+from nova_disk_tuning.storage import holders, kernel
 from nova_disk_tuning.storage.preallocate import preallocate
 from nova_disk_tuning.storage.probe import StorageProbe
 from nova_disk_tuning.storage.zero import Zeroer
@@ -174,7 +175,19 @@ def _yes(value: bool) -> str:
 def zero_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     offset = units.parse_size(args.offset, "--offset")
     length = None if args.length is None else units.parse_size(args.length, "--length")
-    result = Zeroer().zero(args.path, offset, length, sparse=args.sparse)
+    # Opened once: what holds it is checked on that descriptor, then written.
+    fd = holders.open_for_writing(args.path, "zero")
+    try:
+        held = ImageCache(conf).holders(os.fstat(fd))
+        if held:
+            raise exception.StorageError(
+                operation="zero",
+                path=args.path,
+                reason=f"it is in use: {held}. Nothing was written",
+            )
+        result = Zeroer().zero_fd(fd, offset, length, sparse=args.sparse, path=args.path)
+    finally:
+        os.close(fd)
     if args.json:
         common.print_json(
             {

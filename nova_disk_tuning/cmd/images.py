@@ -13,6 +13,7 @@ from oslo_config import cfg
 from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.common import staging, units
+from nova_disk_tuning.common.files import narrow_mode
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.inspection import ImageSafety
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -66,14 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # Refuse early what cannot be published; publishing checks again at the end.
     check_destination(args.dst)
-    found = ImageSafety().check(args.src, args.source_format)
     qemu_img = QemuImg(conf)
-    # Work in a locked stage beside DST and publish only if nothing is at
-    # DST by then: a failed, killed or racing run never leaves a partial
-    # DST nor removes anything it did not make.
-    with staging.Stage(args.dst) as stage:
+    # Opened once and checked: qemu-img reads that descriptor, not the path
+    # again (an image swapped in after the check is never read). The
+    # conversion happens in a locked stage beside DST and is published only
+    # if nothing is at DST by then: a failed, killed or racing run never
+    # leaves a partial DST nor removes anything it did not make.
+    with (
+        ImageSafety().checked(args.src, args.source_format) as source,
+        staging.Stage(args.dst) as stage,
+    ):
+        found = source.inspection
         with common.progress(f"convert {os.path.basename(args.src)}", enabled=not args.json) as bar:
-            result = qemu_img.convert(args.src, stage.path, found.format, args.output_format, bar)
+            result = qemu_img.convert(source, stage.path, found.format, args.output_format, bar)
+        # Never readable by more than the source: a 0600 image gives a 0600 DST.
+        narrow_mode(stage.path, source.copy_mode)
         try:
             stage.publish()
         except FileExistsError:
@@ -91,8 +99,10 @@ def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
                 "has no hard links, which publishing without replacing needs there; "
                 "convert into another directory",
             ) from None
-    # The temporary name is gone: show the command as run for the final name.
-    result = dataclasses.replace(result, command=[*result.command[:-1], args.dst])
+    # Shown as it ran, with the names given instead of the descriptor and the stage.
+    *argv, read, _ = result.command
+    shown = [*argv, read.replace(source.reader, args.src), args.dst]
+    result = dataclasses.replace(result, command=shown)
     if args.json:
         common.print_json({"source_format": found.format, **result.to_dict()})
     else:
@@ -131,8 +141,9 @@ def check_destination(dst: str) -> None:
 
 
 def info_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
-    found = ImageSafety().check(args.path, None)
-    info = QemuImg(conf).info(args.path, found.format)
+    with ImageSafety().checked(args.path, None) as image:
+        found = image.inspection
+        info = QemuImg(conf).info(image, found.format)
     data = {
         "path": args.path,
         "format": found.format,

@@ -29,7 +29,6 @@ into a directory, so it cannot cross a mount) and removes nothing else.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -37,12 +36,10 @@ import re
 import secrets
 import stat
 from types import TracebackType
-from typing import Any
 
 from oslo_log import log as logging
 
-from nova_disk_tuning.common.files import flock_held, fsync_dir, fsync_path
-from nova_disk_tuning.common.libc import libc
+from nova_disk_tuning.common.files import flock_held, fsync_dir, fsync_path, rename_noreplace
 
 LOG = logging.getLogger(__name__)
 
@@ -53,8 +50,6 @@ _STAGE = re.compile(rf"\..+{re.escape(MARK)}[0-9a-f]{{{_HEX}}}")
 # NAME_MAX is 255 bytes; the dot, the mark and the suffix take 28 of them.
 _MAX_NAME_BYTES = 200
 _ATTEMPTS = 5
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
 # What opening or removing someone else's entry answers: not ours to touch.
 _NOT_OURS = (
     errno.ENOENT,
@@ -93,18 +88,20 @@ def sweep(directory: str, final: str | None = None) -> list[str]:
     live run and is left alone.
     """
     try:
-        with os.scandir(directory) as entries:
-            names = [e.name for e in entries if is_stage(e.name)]
+        parent_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
     removed = []
-    for name in names:
-        if final is not None and not is_stage_of(final, name):
-            continue
-        path = os.path.join(directory, name)
-        if _remove_if_abandoned(path):
-            LOG.info("removed %s, left by a run that did not finish", path)
-            removed.append(path)
+    try:
+        for name in sorted(os.listdir(parent_fd)):
+            if not is_stage(name) or (final is not None and not is_stage_of(final, name)):
+                continue
+            if remove_stage_at(parent_fd, name):
+                path = os.path.join(directory, name)
+                LOG.info("removed %s, left by a run that did not finish", path)
+                removed.append(path)
+    finally:
+        os.close(parent_fd)
     return removed
 
 
@@ -198,7 +195,7 @@ class Stage:
         if replace:
             os.rename(built, self.final)
         else:
-            _rename_noreplace(built, self.final, is_dir=self.is_directory)
+            rename_noreplace(built, self.final, is_dir=self.is_directory)
         self.published = True
         fsync_dir(self.parent)
         LOG.debug("published %s", self.final)
@@ -265,12 +262,16 @@ class Stage:
         stage, self.staging_dir = self.staging_dir, None
         if stage is None:
             return
-        stage_fd = _open_stage(stage)
-        if stage_fd is not None:
-            try:
-                _remove_contents(stage, stage_fd)
-            finally:
-                os.close(stage_fd)
+        parent_fd = os.open(self.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            stage_fd = _open_at(parent_fd, os.path.basename(stage))
+            if stage_fd is not None:
+                try:
+                    _remove_contents(parent_fd, os.path.basename(stage), stage_fd)
+                finally:
+                    os.close(stage_fd)
+        finally:
+            os.close(parent_fd)
 
     def _release(self) -> None:
         fd, self._fd = self._fd, -1
@@ -278,15 +279,47 @@ class Stage:
             os.close(fd)
 
 
-def _open_stage(stage: str) -> int | None:
-    """The stage directory itself, opened; None if ``stage`` is not a directory of ours.
+def owner_alive(directory: str) -> bool:
+    """Whether the owner of the published directory stage ``directory`` still runs."""
+    return flock_held(os.path.join(directory, LOCK))
 
-    O_NOFOLLOW: a symlink with a stage's name is not ours, and from here on
-    everything is done relative to this descriptor, so the directory cannot
-    be swapped for a symlink under the sweep.
+
+def remove_stage_at(parent_fd: int, name: str) -> bool:
+    """Remove the stage ``name`` in the directory open as ``parent_fd`` if nobody owns it.
+
+    The stage is opened O_NOFOLLOW (a symlink with a stage's name is not
+    ours), and from there everything is relative to its descriptor: it
+    cannot be swapped for a link to someone else's files under the sweep.
     """
+    stage_fd = _open_at(parent_fd, name)
+    if stage_fd is None:
+        return False
     try:
-        return os.open(stage, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_lock(stage_fd)
+        if fd is None:
+            # No lock file: its maker died between mkdir and creating it (or
+            # is just about to, and will find the stage gone and make another).
+            return _remove_contents(parent_fd, name, stage_fd)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its owner is alive
+            if os.fstat(fd).st_nlink == 0:
+                return False  # another sweep removed it meanwhile
+            return _remove_contents(parent_fd, name, stage_fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(stage_fd)
+
+
+def _open_at(parent_fd: int, name: str) -> int | None:
+    """The directory ``name`` in ``parent_fd``, opened; None if it is not a directory of ours."""
+    try:
+        return os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd
+        )
     except OSError as exc:
         if exc.errno in _NOT_OURS:
             return None
@@ -304,110 +337,33 @@ def _open_lock(stage_fd: int) -> int | None:
         raise
 
 
-def owner_alive(directory: str) -> bool:
-    """Whether the owner of the published directory stage ``directory`` still runs."""
-    return flock_held(os.path.join(directory, LOCK))
-
-
-def _remove_if_abandoned(stage: str) -> bool:
-    stage_fd = _open_stage(stage)
-    if stage_fd is None:
-        return False
-    try:
-        fd = _open_lock(stage_fd)
-        if fd is None:
-            # No lock file: its maker died between mkdir and creating it (or
-            # is just about to, and will find the stage gone and make another).
-            return _remove_contents(stage, stage_fd)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # its owner is alive
-            if os.fstat(fd).st_nlink == 0:
-                return False  # another sweep removed it meanwhile
-            return _remove_contents(stage, stage_fd)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(stage_fd)
-
-
-def _remove_contents(stage: str, stage_fd: int) -> bool:
+def _remove_contents(parent_fd: int, name: str, stage_fd: int) -> bool:
     """Unlink the stage's files (the lock last) and the stage; False if it holds anything else.
 
     Every entry is checked before anything is removed: a stage holds regular
     files (and its lock) only, so one holding a directory is left whole
     rather than half emptied.
     """
-    names = os.listdir(stage_fd)
-    for name in names:
-        if stat.S_ISDIR(os.stat(name, dir_fd=stage_fd, follow_symlinks=False).st_mode):
-            LOG.warning("leaving %s: a stage holds files only, and %s is a directory", stage, name)
+    entries = os.listdir(stage_fd)
+    for entry in entries:
+        if stat.S_ISDIR(os.stat(entry, dir_fd=stage_fd, follow_symlinks=False).st_mode):
+            LOG.warning("leaving the stage %s: it holds a directory, %s", name, entry)
             return False
-    for name in sorted(names, key=lambda n: n == LOCK):
+    for entry in sorted(entries, key=lambda n: n == LOCK):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=stage_fd)
-    # The name may have been swapped since it was opened: remove only our directory.
-    parent_fd = os.open(os.path.dirname(stage) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            os.unlink(entry, dir_fd=stage_fd)
     try:
-        here = os.stat(os.path.basename(stage), dir_fd=parent_fd, follow_symlinks=False)
+        # The name may have been swapped since it was opened: only our directory goes.
+        here = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         ours = os.fstat(stage_fd)
         if (here.st_dev, here.st_ino) != (ours.st_dev, ours.st_ino):
             return False
-        os.rmdir(os.path.basename(stage), dir_fd=parent_fd)
+        os.rmdir(name, dir_fd=parent_fd)
     except OSError as exc:
         if exc.errno in (*_NOT_OURS, errno.ENOTEMPTY, errno.EEXIST):
             return False  # not empty any more (its maker made the lock file), or not ours
         raise
-    finally:
-        os.close(parent_fd)
     return True
-
-
-def _renameat2() -> Any:
-    """glibc's renameat2 (2.28), typed; None where the C library lacks it."""
-    try:
-        function = libc().renameat2
-    except AttributeError:
-        return None
-    function.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_uint,
-    ]
-    return function
-
-
-def _rename_noreplace(src: str, dst: str, is_dir: bool) -> None:
-    """rename(2) that fails with EEXIST when anything at all is at ``dst``."""
-    function = _renameat2()
-    if function is not None:
-        result = function(
-            _AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE
-        )
-        if result == 0:
-            return
-        code = ctypes.get_errno()
-        # EINVAL: this file system has no RENAME_NOREPLACE (NFS, older FUSE).
-        if code not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(code, os.strerror(code), dst)
-    if is_dir:
-        # A directory cannot be linked: rename, which refuses a non-empty
-        # target; an empty one it would replace is refused first.
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
-        os.rename(src, dst)
-        return
-    try:
-        os.link(src, dst)
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.EOPNOTSUPP):
-            raise OSError(errno.EOPNOTSUPP, "the file system has no hard links", dst) from None
-        raise
-    os.unlink(src)
 
 
 def _is_hex(text: str) -> bool:

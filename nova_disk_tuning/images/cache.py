@@ -12,20 +12,19 @@ is an fcntl lock (oslo.concurrency); the entry's next fetch and ``prune``
 remove the stages whose owner died.
 
 The files of one entry (its record, its use lock) are handled in
-:mod:`~nova_disk_tuning.images.cache_entry`.
+:mod:`~nova_disk_tuning.images.cache_entry`; listing, pruning and what
+holds an entry in :mod:`~nova_disk_tuning.images.cache_upkeep`.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import dataclasses
-import glob
 import hashlib
 import os
-import re
+import stat
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from oslo_config import cfg
@@ -33,25 +32,17 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.common import locks, staging
-from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
+from nova_disk_tuning.common.files import narrow_mode
 from nova_disk_tuning.images import diskops, fetch, inspection
 from nova_disk_tuning.images.cache_entry import (
-    ENTRY_NAME,
     mark_in_use,
-    meta_path,
-    qcow2_backing_file,
     read_meta,
-    use_lock_path,
-    used_by_a_spawn,
     write_meta,
 )
+from nova_disk_tuning.images.cache_upkeep import CacheUpkeep
 from nova_disk_tuning.images.qemu_img import ConvertResult, QemuImg
 
 LOG = logging.getLogger(__name__)
-
-# <sha1>.<pid>.part / .tmp: where releases before the stages fetched; removed
-# under the entry's lock, which every fetch of that entry held.
-_LEGACY_PARTIAL = re.compile(r"([0-9a-f]{40})(?:\.info)?\.[0-9]+\.(?:part|tmp)")
 
 
 @dataclasses.dataclass
@@ -68,17 +59,7 @@ class CachedImage:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass
-class CacheEntry:
-    path: str
-    image_id: str
-    format: str
-    virtual_size: int
-    disk_usage: int  # bytes allocated on the host
-    last_used: float  # mtime, touched on every use
-
-
-class ImageCache:
+class ImageCache(CacheUpkeep):
     def __init__(
         self,
         conf: cfg.ConfigOpts,
@@ -231,140 +212,10 @@ class ImageCache:
             progress=_scaled(progress, fetch_share, 100.0),
             preallocation="none",  # bases are read-only: holes stay holes
         )
+        # The conversion is readable by no more than the fetched image was.
+        narrow_mode(converted, stat.S_IMODE(os.stat(part).st_mode))
         os.unlink(part)  # its space back before the entry is published
         return "raw", int(info.virtual_size), conversion, converted
-
-    def _remove_stale(self, path: str) -> list[str]:
-        """Partial fetches of releases before the stages (called with the entry lock held)."""
-        removed = []
-        for stale in glob.glob(f"{glob.escape(path)}.*.part") + glob.glob(
-            f"{glob.escape(path)}.*.tmp"
-        ):
-            if _LEGACY_PARTIAL.fullmatch(os.path.basename(stale)) and remove_if_exists(stale):
-                LOG.info("removed %s, left by an interrupted fetch", stale)
-                removed.append(stale)
-        return removed
-
-    def _remove_abandoned(self) -> list[str]:
-        """The stages of fetches that were killed, of any entry: prune's share of clean-up.
-
-        The entry's next fetch sweeps its own; an image that changed gets a
-        new entry and never would.
-        """
-        removed = staging.sweep(self.base_dir)
-        names = os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []
-        entries = {m.group(1) for m in map(_LEGACY_PARTIAL.fullmatch, names) if m is not None}
-        for name in sorted(entries):
-            entry = os.path.join(self.base_dir, name)
-            with self._lock(entry):
-                removed += self._remove_stale(entry)
-        return removed
-
-    # -- list / prune --------------------------------------------------------------
-
-    def list(self) -> list[CacheEntry]:
-        entries = []
-        for name in sorted(os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []):
-            path = os.path.join(self.base_dir, name)
-            if not ENTRY_NAME.match(name):
-                continue
-            meta = read_meta(path) or {}
-            try:
-                stat = os.stat(path)
-            except FileNotFoundError:
-                continue
-            entries.append(
-                CacheEntry(
-                    path=path,
-                    image_id=meta.get("image_id", ""),
-                    format=meta.get("format", "unknown"),
-                    virtual_size=meta.get("virtual_size", stat.st_size),
-                    disk_usage=stat.st_blocks * 512,
-                    last_used=stat.st_mtime,
-                )
-            )
-        return entries
-
-    def prune(
-        self, max_age: float | None = None, in_use: Collection[str] = ()
-    ) -> builtins.list[str]:
-        """Remove entries unused for ``max_age`` seconds; return their paths.
-
-        ``max_age`` defaults to ``[image_cache]
-        remove_unused_original_minimum_age_seconds``. An entry is in use, and
-        kept, when its path is in ``in_use`` or when a qcow2 file directly in
-        an instance directory (``$instances_path/*/``) names it as backing
-        file. Each entry is removed under its lock, so a concurrent fetch
-        either sees it whole or rebuilds it.
-        """
-        if max_age is None:
-            max_age = self.conf.image_cache.remove_unused_original_minimum_age_seconds
-        used = {os.path.realpath(p) for p in in_use} | self._referenced_bases()
-        removed = self._remove_abandoned()
-        for entry in self.list():
-            if os.path.realpath(entry.path) in used:
-                LOG.info("keeping %s: in use", entry.path)
-                continue
-            with self._lock(entry.path):
-                try:
-                    age = time.time() - os.stat(entry.path).st_mtime
-                except FileNotFoundError:
-                    continue
-                if age < max_age:
-                    continue
-                if used_by_a_spawn(entry.path):
-                    LOG.info("keeping %s: a spawn is making disks from it", entry.path)
-                    continue
-                # Scanned again under the lock: a spawn that released the
-                # entry since the first scan has made its overlay by now.
-                if os.path.realpath(entry.path) in self._referenced_bases():
-                    LOG.info("keeping %s: in use", entry.path)
-                    continue
-                os.unlink(entry.path)
-                remove_if_exists(meta_path(entry.path))
-                remove_if_exists(use_lock_path(entry.path))
-                fsync_dir(self.base_dir)
-            LOG.info("removed %s (image %s), unused for %d s", entry.path, entry.image_id, age)
-            removed.append(entry.path)
-        return removed + self.remove_orphan_records()
-
-    def remove_orphan_records(self) -> builtins.list[str]:
-        """Remove the records (``<sha1>.info``, ``.use``) whose image is gone; return them.
-
-        Nova's image cache manager removes unused bases from ``_base`` and
-        knows nothing of these. Each is removed under its entry's lock, the
-        lock a fetch holds from writing the record to publishing the image:
-        an entry being built is skipped, never taken for an orphan.
-        """
-        names = sorted(os.listdir(self.base_dir)) if os.path.isdir(self.base_dir) else []
-        removed = []
-        for name in names:
-            digest, _, suffix = name.partition(".")
-            if suffix not in ("info", "use") or not ENTRY_NAME.match(digest):
-                continue
-            entry = os.path.join(self.base_dir, digest)
-            try:
-                with self._lock(entry, blocking=False):
-                    if os.path.lexists(entry) or (suffix == "use" and used_by_a_spawn(entry)):
-                        continue
-                    if remove_if_exists(os.path.join(self.base_dir, name)):
-                        removed.append(os.path.join(self.base_dir, name))
-            except locks.Busy:
-                LOG.debug("%s is being built: its record stays", entry)
-        if removed:
-            fsync_dir(self.base_dir)
-            LOG.info("removed records of images no longer cached: %s", ", ".join(removed))
-        return removed
-
-    def _referenced_bases(self) -> set[str]:
-        found = set()
-        root = self.instances_path
-        for candidate in glob.glob(os.path.join(glob.escape(root), "*", "*")):
-            backing = qcow2_backing_file(candidate)
-            if backing:
-                directory = os.path.dirname(candidate)
-                found.add(os.path.realpath(os.path.join(directory, backing)))
-        return found
 
 
 def _scaled(

@@ -54,7 +54,8 @@ class LocalFileFetcher:
     ) -> None:
         size = source.size
         try:
-            dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # Never readable by more than the source (a 0600 image stays 0600).
+            dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, source.copy_mode)
             try:
                 self._copy(src_fd, dst_fd, source, progress)
                 os.ftruncate(dst_fd, size)

@@ -12,7 +12,9 @@ the path a second time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
@@ -47,6 +49,26 @@ class Inspection:
     virtual_size: int  # from the header; the file size for raw
 
 
+@dataclasses.dataclass(frozen=True)
+class OpenImage:
+    """An image opened once and checked; qemu-img reads it through ``reader``.
+
+    ``path`` is what the operator named (for messages), ``reader`` the name
+    of the checked descriptor (:func:`~nova_disk_tuning.images.source.reader_name`),
+    valid while the :meth:`ImageSafety.checked` block runs.
+    """
+
+    path: str
+    reader: str
+    inspection: Inspection
+    # Permission bits a copy or conversion of it may have at most.
+    copy_mode: int = 0o644
+
+    @property
+    def format(self) -> str:
+        return self.inspection.format
+
+
 class ImageSafety:
     """Detects an image's format from its bytes and rejects unsafe images."""
 
@@ -63,10 +85,34 @@ class ImageSafety:
         """Return what the image is, or raise ImageUnacceptable saying why not.
 
         ``declared_format`` None means "whatever it is" (detected formats are
-        still safety-checked).
+        still safety-checked). For an image something else then reads, use
+        :meth:`checked`: the path may name another file by then.
+        """
+        with self.checked(path, declared_format, max_virtual_size) as image:
+            return image.inspection
+
+    @contextlib.contextmanager
+    def checked(
+        self, path: str, declared_format: str | None, max_virtual_size: int | None = None
+    ) -> Iterator[OpenImage]:
+        """The image at ``path``, opened once and checked, held open while the block runs.
+
+        Whatever reads it in the block (qemu-img) reads ``reader``: the
+        descriptor that was checked, never the path again.
         """
         with image_source.open_source(path) as (fd, source):
-            inspector = _inspect(fd, path)
+            inspection = self._verdict(path, fd, source, declared_format, max_virtual_size)
+            yield OpenImage(path, image_source.reader_name(fd), inspection, source.copy_mode)
+
+    def _verdict(
+        self,
+        path: str,
+        fd: int,
+        source: image_source.Source,
+        declared_format: str | None,
+        max_virtual_size: int | None,
+    ) -> Inspection:
+        inspector = _inspect(fd, path)
         detected = str(inspector)
         qemu_format = "raw" if detected in RAW_COMPATIBLE else detected
         problems = self._problems(inspector)

@@ -25,6 +25,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.files import remove_if_exists
 from nova_disk_tuning.common.libc import libc
+from nova_disk_tuning.images.inspection import OpenImage
 
 LOG = logging.getLogger(__name__)
 
@@ -101,6 +102,13 @@ def remove_incomplete(path: str) -> None:
         LOG.warning("could not remove the incomplete %s: %s", path, exc)
 
 
+def names(image: str | OpenImage) -> tuple[str, str]:
+    """(what qemu-img is told to open, what messages call it) for a path or a checked image."""
+    if isinstance(image, OpenImage):
+        return image.reader, image.path
+    return image, image
+
+
 class QemuImgCommand:
     """Starts qemu-img and turns its failures into our exceptions."""
 
@@ -116,8 +124,13 @@ class QemuImgCommand:
         argv: Sequence[str],
         prlimit: processutils.ProcessLimits | None = None,
         wanted: int = 0,
+        reader: str | None = None,
     ) -> tuple[str, str]:
-        """Run qemu-img; ``wanted``: the bytes it may allocate (for ENOSPC messages)."""
+        """Run qemu-img; ``wanted``: the bytes it may allocate (for ENOSPC messages).
+
+        ``reader``: the name qemu-img opens for ``path`` (a checked
+        descriptor); its messages name ``path`` instead.
+        """
         LOG.debug("running %s", " ".join(argv))
         # processutils hands env_variables to Popen as the *whole* environment.
         kwargs: dict[str, Any] = {"env_variables": _environment()}
@@ -128,9 +141,10 @@ class QemuImgCommand:
         except FileNotFoundError:
             raise exception.QemuImgError(command=command, path=path, reason=NOT_INSTALLED) from None
         except processutils.ProcessExecutionError as exc:
-            raise self._error(
-                command, path, exc.exit_code, exc.stderr or "", prlimit, wanted
-            ) from None
+            stderr = exc.stderr or ""
+            if reader:
+                stderr = stderr.replace(reader, path)
+            raise self._error(command, path, exc.exit_code, stderr, prlimit, wanted) from None
 
     def _error(
         self,
@@ -160,6 +174,7 @@ class QemuImgCommand:
         dst: str,
         size: int,
         progress: ProgressCallback | None,
+        reader: str | None = None,
     ) -> float:
         """Run qemu-img convert, feeding ``-p`` output to ``progress`` as it comes.
 
@@ -218,6 +233,8 @@ class QemuImgCommand:
         seconds = time.monotonic() - started
         if code != 0:
             output = "\n".join(messages)
+            if reader:
+                output = output.replace(reader, src)
             if _ENOSPC.search(output):
                 raise _insufficient(dst, size)
             raise self._error("convert", src, code, output, None)

@@ -22,7 +22,13 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common import staging
 from nova_disk_tuning.conf import preallocation as preallocation_mode
-from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, ProgressCallback, remove_incomplete
+from nova_disk_tuning.images.inspection import OpenImage
+from nova_disk_tuning.images.qemu_img_command import (
+    QEMU_IMG,
+    ProgressCallback,
+    names,
+    remove_incomplete,
+)
 from nova_disk_tuning.images.qemu_img_create import CreateCommands
 from nova_disk_tuning.storage import pagecache
 
@@ -54,7 +60,7 @@ class ConvertCommands(CreateCommands):
 
     def convert(
         self,
-        src: str,
+        src: str | OpenImage,
         dst: str,
         src_format: str,
         dst_format: str,
@@ -63,20 +69,25 @@ class ConvertCommands(CreateCommands):
     ) -> ConvertResult:
         """Convert ``src`` into ``dst``, safely flushed and as fast as the storage allows.
 
+        An :class:`OpenImage` is read through its checked descriptor (the
+        path may name another file by now); messages name its path.
+
         A ``dst`` that does not exist is made here (preallocated, then
         ``-n --target-is-zero``) and removed again if the conversion fails;
         callers that publish it convert into a stage
         (:mod:`~nova_disk_tuning.common.staging`).
         """
+        image = src
+        reader, src = names(image)
         if not src_format or not dst_format:
             raise exception.ImageError(path=src, reason="convert needs both formats (-f and -O)")
-        if not os.path.exists(src):
+        if not os.path.exists(reader):
             raise exception.ImageNotFound(path=src)
         wanted = preallocation or preallocation_mode(self.conf)
-        virtual_size = int(self.info(src, src_format).virtual_size)
+        virtual_size = int(self.info(image, src_format).virtual_size)
         reasons: list[str] = []
         target_cache = self._target_cache(dst, reasons)
-        source_cache = self._source_cache(src, reasons)
+        source_cache = self._source_cache(reader, src, reasons)
 
         argv = [QEMU_IMG, "convert", "-t", target_cache, "-T", source_cache]
         argv += [*source_format_args(src_format), "-O", dst_format]
@@ -106,9 +117,9 @@ class ConvertCommands(CreateCommands):
             elif created and wanted != "none":
                 reasons.append("target made by qemu-img itself: not preallocated")
             prepare = time.monotonic() - started
-            argv += [source_name(src, src_format), dst]
+            argv += [source_name(reader, src_format), dst]
             LOG.info("converting %s -> %s: %s", src, dst, " ".join(argv))
-            seconds = self._run_streaming(argv, src, dst, virtual_size, progress)
+            seconds = self._run_streaming(argv, src, dst, virtual_size, progress, reader=reader)
         except BaseException:
             if created:
                 remove_incomplete(dst)
@@ -142,12 +153,12 @@ class ConvertCommands(CreateCommands):
         LOG.info("no O_DIRECT at %s: converting with target cache writeback", where)
         return "writeback"
 
-    def _source_cache(self, src: str, reasons: list[str]) -> str:
+    def _source_cache(self, reader: str, src: str, reasons: list[str]) -> str:
         wanted: str = self.conf.disk_tuning.convert_source_cache
         why = "[disk_tuning] convert_source_cache"
         if wanted == "auto":
-            wanted, why = _source_cache_for_state(src)
-        if wanted in ("none", "directsync") and not self.probe.supports_direct_io(src):
+            wanted, why = _source_cache_for_state(reader)
+        if wanted in ("none", "directsync") and not self.probe.supports_direct_io(reader):
             reasons.append(f"-T writeback: no O_DIRECT for {src}")
             LOG.info("no O_DIRECT for %s: reading with source cache writeback", src)
             return "writeback"

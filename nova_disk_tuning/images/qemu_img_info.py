@@ -20,7 +20,8 @@ from oslo_utils import imageutils
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.common.versions import TARGET_IS_ZERO_QEMU, Version
-from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, QemuImgCommand
+from nova_disk_tuning.images.inspection import OpenImage
+from nova_disk_tuning.images.qemu_img_command import QEMU_IMG, QemuImgCommand, names
 from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)
@@ -78,15 +79,19 @@ class InfoCommands(QemuImgCommand):
             address_space=self.conf.libvirt.images_address_space_limit * GiB,
         )
 
-    def info(self, path: str, format: str | None = None) -> imageutils.QemuImgInfo:
-        """``qemu-img info`` under resource limits, never letting it probe a known format."""
-        if not os.path.exists(path):
+    def info(self, image: str | OpenImage, format: str | None = None) -> imageutils.QemuImgInfo:
+        """``qemu-img info`` under resource limits, never letting it probe a known format.
+
+        An :class:`OpenImage` is read through its checked descriptor.
+        """
+        reader, path = names(image)
+        if not os.path.exists(reader):
             raise exception.ImageNotFound(path=path)
         argv = [QEMU_IMG, "info", "--force-share", "--output=json"]
         if format:
             argv += ["-f", format]
-        argv.append(path)
-        out, _ = self._run("info", path, argv, prlimit=self.limits())
+        argv.append(reader)
+        out, _ = self._run("info", path, argv, prlimit=self.limits(), reader=reader)
         try:
             data = json.loads(out)
             if not isinstance(data, dict) or "virtual-size" not in data:

@@ -73,6 +73,16 @@ class Source:
     path: str
     kind: str  # "regular file" or "block device"
     size: int  # bytes: st_size, or the device size for a block device
+    mode: int = 0o644  # its permission bits (what a copy or conversion may keep at most)
+
+    @property
+    def copy_mode(self) -> int:
+        """Permission bits for a copy or conversion of it: never wider than its own.
+
+        Never executable and never group- or world-writable either (as
+        qemu-img makes images): a 0600 image stays 0600, a 0666 one is 0644.
+        """
+        return self.mode & 0o644
 
 
 class _Qcow2Header(NamedTuple):
@@ -112,6 +122,17 @@ class _Region:
     length: int
 
 
+def reader_name(fd: int) -> str:
+    """A name another process opens to read the very file open here as ``fd``.
+
+    ``/proc/<pid>/fd/<n>`` reopens the file the descriptor holds, whatever
+    the path names by then: qemu-img reads what was checked, not a file
+    swapped in after the check. It is also plain ASCII, whatever the
+    original name's encoding.
+    """
+    return f"/proc/{os.getpid()}/fd/{fd}"
+
+
 def check_source(path: str) -> Source:
     """Return what the image input at ``path`` is, or raise why it is not one."""
     with open_source(path) as (_fd, source):
@@ -133,7 +154,7 @@ def open_source(path: str) -> Iterator[tuple[int, Source]]:
         # The authoritative check: the path may have changed since stat().
         mode = os.fstat(fd).st_mode
         _refuse_kind(path, mode)
-        source = Source(path, _kind_name(mode), _size(fd, mode))
+        source = Source(path, _kind_name(mode), _size(fd, mode), stat.S_IMODE(mode))
         problem = _empty_problem(source) or _truncation_problem(fd, source)
         if problem:
             raise exception.ImageUnacceptable(path=path, reason=problem)

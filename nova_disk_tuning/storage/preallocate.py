@@ -42,6 +42,7 @@ def preallocate(
     if size <= 0:
         raise exception.InvalidRange(path=path, reason=f"size {size} must be positive")
     probe = probe or StorageProbe()
+    _refuse_special(path)
     if probe.is_block_device(path):
         return PreallocResult(True, "none", "a block device is allocated by nature")
     directory = os.path.dirname(os.path.abspath(path))
@@ -63,6 +64,20 @@ def preallocate(
             _ensure_size(path, size)
         return PreallocResult(False, "none", reason)
     return _fallocate(path, size, keep_size)
+
+
+def _refuse_special(path: str) -> None:
+    """Before anything opens it: only a regular file, a block device, or nothing yet."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # made here
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise exception.StorageError(
+            operation="preallocate",
+            path=path,
+            reason="it is not a regular file or block device; give a disk image",
+        )
 
 
 def _ensure_size(path: str, size: int) -> None:

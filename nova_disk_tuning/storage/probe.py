@@ -161,9 +161,13 @@ class StorageProbe:
     def supports_direct_io(self, path: str) -> bool:
         """Whether O_DIRECT I/O works at path (a directory, a file or a device).
 
-        Files and directories: an aligned O_DIRECT write to a uniquely named
-        file in the directory, always removed. EINVAL (and ENOENT: the
-        directory is missing) mean no. Block devices: read one logical block.
+        A file or a block device that exists is asked by reading its first
+        block with O_DIRECT: nothing is written, so a disk that ``audit`` or
+        ``explain`` only reads, a convert's source, or a read-only mount
+        leaves no probe file behind. A directory (where a disk is about to be
+        made) is asked by an aligned O_DIRECT write to a uniquely named file
+        in it, always removed. EINVAL (and ENOENT: the directory is missing)
+        mean no.
         """
         try:
             st = os.stat(path)
@@ -174,6 +178,8 @@ class StorageProbe:
         if key not in self._direct_io:
             if key[0] == "blk":
                 result = _direct_read_block(path)
+            elif stat.S_ISREG(st.st_mode):
+                result = _direct_read_file(path)
             else:
                 result = _direct_write_probe(_directory(path, st))
             LOG.info("O_DIRECT %s at %s", "works" if result else "does not work", path)
@@ -245,6 +251,27 @@ def _direct_write_probe(directory: str) -> bool:
             os.close(fd)
         buf.close()
         remove_if_exists(name)
+
+
+def _direct_read_file(path: str) -> bool:
+    """Read the first block of an existing file with O_DIRECT (an empty file reads nothing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise _probe_error("O_DIRECT probe", path, exc) from exc
+    buf = _aligned_buffer(DIRECT_IO_BLOCK)
+    try:
+        os.preadv(fd, [buf], 0)
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise _probe_error("O_DIRECT probe", path, exc) from exc
+    finally:
+        buf.close()
+        os.close(fd)
 
 
 def _direct_read_block(device: str) -> bool:

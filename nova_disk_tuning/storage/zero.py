@@ -45,7 +45,7 @@ from oslo_log import log as logging
 
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.units import MiB
-from nova_disk_tuning.storage import blockdev
+from nova_disk_tuning.storage import blockdev, holders
 from nova_disk_tuning.storage import fallocate as falloc
 from nova_disk_tuning.storage.probe import StorageProbe, storage_key
 
@@ -113,30 +113,9 @@ class Zeroer:
         must not change a disk's size by accident (a block device has no such
         choice).
         """
-        # Only disks: opening a character device for writing can act on it
-        # (/dev/watchdog arms on open), and a FIFO would never be "zeroed".
-        try:
-            mode = os.stat(path).st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            raise exception.StorageError(
-                operation="zero",
-                path=path,
-                reason="it is not a regular file or block device; give a disk image or device",
-            )
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise exception.StorageError(
-                operation="zero", path=path, reason="it does not exist; check the path"
-            ) from None
-        except OSError as exc:
-            raise exception.StorageError(
-                operation="zero",
-                path=path,
-                reason=f"cannot open it for writing: {exc.strerror} ({falloc.errname(exc.errno)})",
-            ) from exc
+        # Never a disk something else holds (mounted, swap, a loop device's
+        # file, open in QEMU), and never a character device or a FIFO.
+        fd = holders.open_for_writing(path, "zero")
         try:
             return self.zero_fd(fd, offset, length, sparse, path=path, extend=extend)
         finally:

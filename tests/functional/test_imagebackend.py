@@ -387,6 +387,79 @@ def test_lvm_failed_write_removes_the_volume(lvm, tmp_path):
 
 
 @requires_root
+def test_lvm_volume_is_announced_before_lvcreate(lvm, tmp_path):
+    backend, runner = lvm()
+    base = make_base(str(tmp_path / "instances"))
+    announced: list[tuple[str, ...]] = []
+    calls_when_announced: list[int] = []
+
+    def announce(names: tuple[str, ...]) -> None:
+        announced.append(names)
+        calls_when_announced.append(len(runner.calls))
+
+    disk = backend.create_root(UUID, "vda", base, 16 * MiB, announce=announce)
+
+    assert announced == [(disk.facts.path,)] and calls_when_announced == [0]
+
+
+@requires_root
+def test_lvm_existing_volume_is_refused_and_never_announced(lvm, loop_device):
+    backend, runner = lvm()
+    theirs = loop_device(size=4 * MiB)
+    os.makedirs(os.path.join(runner.dev_dir, "vg0"))
+    link = os.path.join(runner.dev_dir, "vg0", f"{UUID}_disk.eph0")
+    os.symlink(theirs.path, link)
+    announced: list[tuple[str, ...]] = []
+
+    with pytest.raises(exception.StorageError, match="exists already"):
+        backend.create_blank(UUID, "vdb", 4 * MiB, "ephemeral", announce=announced.append)
+
+    assert announced == [] and runner.calls == [] and os.readlink(link) == theirs.path
+
+
+@requires_root
+def test_lvm_spawn_killed_after_lvcreate_leaves_a_record_destroy_reads(
+    lvm, make_conf, tmp_path, monkeypatch
+):
+    """The record as a kill -9 right after lvcreate leaves it lists the volume."""
+    from nova_disk_tuning.agent.driver import LibvirtDriver
+    from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance
+    from nova_disk_tuning.images.sample import build_sample_image
+
+    backend, runner = lvm(connection_uri="test:///default", virt_type="qemu")
+    instances = backend.conf.instances_path
+    record_at_lvcreate: list[bytes] = []
+    inner = runner.__call__
+
+    class Snapshotting(LoopBackedLvm):
+        def __call__(self, *argv: str, **kwargs) -> tuple[str, str]:
+            result = inner(*argv, **kwargs)
+            if argv[0] == "lvcreate":
+                (record,) = Path(instances).glob("*/instance.json")
+                record_at_lvcreate.append(record.read_bytes())
+            return result
+
+    runner.__class__ = Snapshotting
+    driver = LibvirtDriver(backend.conf)
+    monkeypatch.setattr(driver, "backend", lambda name=None: backend)
+    image = build_sample_image(str(tmp_path / "image"), size_mb=8, name="lvm")
+    result = driver.spawn(
+        Instance("lvm-killed"), ImageMeta(id="lvm", source=image, disk_format="qcow2"), Flavor()
+    )
+    (record_path,) = Path(instances).glob("*/instance.json")
+    volume = result.record.disks[0].path
+
+    # What kill -9 just after lvcreate leaves: the volume, and the record then.
+    record_path.write_bytes(record_at_lvcreate[0])
+    (listed,) = json.loads(record_at_lvcreate[0])["disks"]
+    assert (listed["made"], listed["created"]) == (False, [volume])
+    driver.destroy("lvm-killed")
+
+    assert runner.calls[-1] == ["lvremove", "-f", f"vg0/{os.path.basename(volume)}"]
+    assert not os.path.lexists(volume) and not record_path.parent.exists()
+
+
+@requires_root
 def test_lvm_swap_is_formatted_on_the_volume(lvm):
     backend, runner = lvm()
     disk = backend.create_blank(UUID, "vdb", 8 * MiB, "swap")

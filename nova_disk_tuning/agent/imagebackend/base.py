@@ -10,8 +10,12 @@ A backend is one class per ``[libvirt] images_type``, loaded by entry point
 Every dependency is injectable and made when None: ``qemu_img``, ``probe``,
 ``zeroer`` and ``execute``, the runner of external commands
 (``processutils.execute`` signature). The public methods below say what every
-backend promises; a backend implements ``_make_root``, ``_make_blank`` and
-``destroy``.
+backend promises; a backend implements ``_names``, ``_make_root``,
+``_make_blank`` and ``destroy``.
+
+What a create will make is announced before it is made (``announce``): the
+caller records it, so a process killed between ``lvcreate`` (or the first
+byte of a file) and its record still leaves a record that ``destroy`` reads.
 
 Names follow Nova: files ``<instance_dir>/disk``, ``disk.eph0``,
 ``disk.swap``; logical volumes and RBD images ``<instance uuid>_disk`` and
@@ -43,6 +47,8 @@ LOG = logging.getLogger(__name__)
 
 Execute = Callable[..., tuple[str, str]]
 DiskRef = GuestDisk | LibvirtConfigGuestDisk | str
+# Told what a create will make, before it makes it (see the module's doc).
+Announce = Callable[[tuple[str, ...]], None]
 BLANK_KINDS = ("ephemeral", "swap")
 # mkfs command lines for ephemeral disks; the label is Nova's ("ephemeral0"),
 # which cloud-init looks for.
@@ -147,6 +153,7 @@ class ImageBackend:
         base: CachedImage,
         size: int | None = None,
         bus: str = "virtio",
+        announce: Announce | None = None,
     ) -> GuestDisk:
         """The root disk of an instance, from ``base`` (the cached image).
 
@@ -157,9 +164,12 @@ class ImageBackend:
         its DiskFacts say what was achieved (``preallocated`` only when
         fallocate really covered the disk). Anything a failed create made is
         removed before the error propagates; an existing disk is never
-        overwritten.
+        overwritten. ``announce`` is called with what will be made (as
+        :meth:`destroy` takes it) once the names are known to be free and
+        before anything is made.
         """
         disk = DiskRequest(instance_dir, target_dev, root_size(base, size), "root", bus)
+        self._announce(disk, announce)
         return self._make_root(disk, base)
 
     def create_blank(
@@ -171,6 +181,7 @@ class ImageBackend:
         bus: str = "virtio",
         index: int = 0,
         fs_format: str | None = None,
+        announce: Announce | None = None,
     ) -> GuestDisk:
         """An ephemeral (``disk.eph<index>``) or swap (``disk.swap``) disk of ``size`` bytes.
 
@@ -182,6 +193,7 @@ class ImageBackend:
         """
         self._check_blank(target_dev, size, kind, fs_format)
         disk = DiskRequest(instance_dir, target_dev, size, kind, bus, index, fs_format)
+        self._announce(disk, announce)
         return self._make_blank(disk)
 
     def destroy(self, disks: Iterable[DiskRef]) -> list[str]:
@@ -194,6 +206,14 @@ class ImageBackend:
 
     # What each backend implements ------------------------------------------------
 
+    def _names(self, disk: DiskRequest) -> tuple[str, ...]:
+        """What making ``disk`` will create, as :meth:`destroy` takes it.
+
+        Raises StorageError when a name is taken: what is there already is
+        not ours, and must never be announced as ours (destroy would remove it).
+        """
+        raise NotImplementedError
+
     def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
         """Make ``disk`` (its size already checked against ``base``) from ``base``."""
         raise NotImplementedError
@@ -203,6 +223,11 @@ class ImageBackend:
         raise NotImplementedError
 
     # Shared helpers ------------------------------------------------------------
+
+    def _announce(self, disk: DiskRequest, announce: Announce | None) -> None:
+        names = self._names(disk)
+        if announce is not None:
+            announce(names)
 
     @staticmethod
     def _check_blank(target_dev: str, size: int, kind: str, fs_format: str | None) -> None:

@@ -55,18 +55,18 @@ class _FileBackend(ImageBackend):
                 LOG.debug("Instance disk %s was already gone", path)
         return removed
 
+    def _names(self, disk: DiskRequest) -> tuple[str, ...]:
+        path = os.path.join(disk.instance_dir, disk.name)
+        _refuse_existing(path)
+        return (path,)
+
     @contextlib.contextmanager
     def _creating(self, instance_dir: str, name: str) -> Iterator[str]:
         """Yield the new disk's path; remove the disk (and a directory made here) on failure."""
         made_dir = not os.path.isdir(instance_dir)
         os.makedirs(instance_dir, exist_ok=True)
         path = os.path.join(instance_dir, name)
-        if os.path.lexists(path):
-            raise exception.StorageError(
-                operation="create disk",
-                path=path,
-                reason="it already exists; destroy the instance's disks first",
-            )
+        _refuse_existing(path)
         try:
             yield path
         except BaseException:
@@ -183,6 +183,15 @@ class Qcow2(_FileBackend):
         backing = {"backing": base.path, "backing_format": base.format} if base else {}
         result = self.qemu_img.create(path, "qcow2", size, preallocation=mode, **backing)
         notes.append(f"preallocate_images={mode}: {result.preallocation} ({result.reason})")
+
+
+def _refuse_existing(path: str) -> None:
+    if os.path.lexists(path):
+        raise exception.StorageError(
+            operation="create disk",
+            path=path,
+            reason="it already exists; destroy the instance's disks first",
+        )
 
 
 def _paths(disks: Iterable[DiskRef]) -> Iterator[str]:

@@ -64,6 +64,19 @@ class Lvm(ImageBackend):
 
     # Creation -----------------------------------------------------------------
 
+    def _names(self, disk: DiskRequest) -> tuple[str, ...]:
+        volume = self.volume_name(disk.instance_dir, disk.name)
+        path = self.volume_path(volume)
+        if os.path.lexists(path):
+            # Another instance's (or a leftover): announcing it would have
+            # destroy wipe it.
+            raise exception.StorageError(
+                operation="lvcreate",
+                path=f"{self.volume_group}/{volume}",
+                reason=f"a logical volume of that name exists already; {_HINT}",
+            )
+        return (path,)
+
     def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
         volume = self.volume_name(disk.instance_dir, disk.name)
         path = self._lvcreate(volume, disk.size)

@@ -144,6 +144,10 @@ class Rbd(ImageBackend):
 
     # Creation -----------------------------------------------------------------
 
+    def _names(self, disk: DiskRequest) -> tuple[str, ...]:
+        # Whether the name is taken, rbd import/create say: they refuse it.
+        return (self.image_name(disk.instance_dir, disk.name),)
+
     def _make_root(self, disk: DiskRequest, base: CachedImage) -> GuestDisk:
         if base.format != "raw":
             raise exception.ImageUnacceptable(
@@ -164,11 +168,13 @@ class Rbd(ImageBackend):
                 self._run("rbd resize", spec, resize, _HINT)
                 notes.append(f"resized to {mib} MiB")
                 size = mib * MiB
-        except BaseException:
+        except BaseException as exc:
             # A failed import may have made the image already; a failing rm
-            # must not hide why the import failed.
-            with contextlib.suppress(exception.StorageError):
-                self._remove(spec, auth)
+            # must not hide why the import failed. An image that was there
+            # before is not ours: rbd refused it (EEXIST), and it stays.
+            if not _refused_existing(exc):
+                with contextlib.suppress(exception.StorageError):
+                    self._remove(spec, auth)
             raise
         return self._guest_disk(disk, config, spec, size, notes)
 
@@ -262,3 +268,8 @@ class Rbd(ImageBackend):
             ) from None
         LOG.info("Removed RBD image %s", spec)
         return True
+
+
+def _refused_existing(exc: BaseException) -> bool:
+    """Whether rbd failed because the image name is taken ("(17) File exists")."""
+    return isinstance(exc, exception.StorageError) and "File exists" in str(exc)

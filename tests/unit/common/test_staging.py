@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nova_disk_tuning.common import staging
+from nova_disk_tuning.common import files, staging
 from nova_disk_tuning.common.files import flock_held
 
 HEX = "0123456789abcdef"
@@ -123,7 +123,7 @@ def test_replace_publishes_over_what_is_there(tmp_path):
 def test_without_renameat2_a_file_is_published_by_link(tmp_path, monkeypatch):
     """NFS and older FUSE file systems refuse RENAME_NOREPLACE with EINVAL."""
 
-    monkeypatch.setattr(staging, "_renameat2", lambda: None)
+    monkeypatch.setattr(files, "_renameat2", lambda: None)
     final = tmp_path / "out.raw"
     with staging.Stage(str(final)) as stage:
         with open(stage.path, "wb") as handle:
@@ -245,8 +245,8 @@ def test_an_interrupted_stage_leaves_nothing(tmp_path, monkeypatch, where):
         real_mkdir(path, mode)
         raise KeyboardInterrupt
 
-    def open_then_interrupted(path, flags, mode=0o777):
-        fd = real_open(path, flags, mode)
+    def open_then_interrupted(path, flags, mode=0o777, **kwargs):
+        fd = real_open(path, flags, mode, **kwargs)
         if os.path.basename(path) == staging.LOCK:
             leaked.append(fd)  # the fd never reaches the Stage
             raise KeyboardInterrupt
@@ -277,7 +277,7 @@ def test_no_hard_links_and_no_renameat2_is_said(tmp_path, monkeypatch):
     def no_links(src, dst):
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(staging, "_renameat2", lambda: None)
+    monkeypatch.setattr(files, "_renameat2", lambda: None)
     monkeypatch.setattr(staging.os, "link", no_links)
     with staging.Stage(str(tmp_path / "out.raw")) as stage:
         open(stage.path, "wb").close()
@@ -297,15 +297,15 @@ def test_a_stage_swapped_for_a_symlink_under_the_sweep_removes_nothing_else(tmp_
     stage.mkdir()
     (stage / staging.LOCK).write_bytes(b"")
     (stage / "out.raw").write_bytes(b"abandoned")
-    real_open_stage = staging._open_stage
+    real_open_at = staging._open_at
 
-    def open_then_swapped(path):
-        fd = real_open_stage(path)
-        os.rename(path, str(stage) + ".moved")
-        os.symlink(victim, path)
+    def open_then_swapped(parent_fd, name):
+        fd = real_open_at(parent_fd, name)
+        os.rename(stage, str(stage) + ".moved")
+        os.symlink(victim, stage)
         return fd
 
-    monkeypatch.setattr(staging, "_open_stage", open_then_swapped)
+    monkeypatch.setattr(staging, "_open_at", open_then_swapped)
     assert staging.sweep(str(tmp_path)) == []
     assert sorted(os.listdir(victim)) == sorted(["a", "b", staging.LOCK])
     assert os.path.islink(stage)

@@ -60,5 +60,5 @@ def test_preallocate_arguments(tmp_path):
 
 
 def test_zero_a_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(exception.StorageError, match="cannot open it for writing"):
+    with pytest.raises(exception.StorageError, match="not a regular file or block device"):
         Zeroer().zero(str(tmp_path))
