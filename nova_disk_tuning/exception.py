@@ -98,6 +98,15 @@ class ImageLimitExceeded(QemuImgError):
     )
 
 
+class ConvertLimitExceeded(QemuImgError):
+    msg_fmt = (
+        "qemu-img convert of %(path)s used the %(seconds)d CPU seconds allowed "
+        "for a source that allocates %(allocated)d bytes and was stopped; the "
+        "image is rejected. If the image is trusted, raise [disk_tuning] "
+        "convert_cpu_time_per_gib (0: no limit)."
+    )
+
+
 # libvirt and instances -----------------------------------------------------
 
 

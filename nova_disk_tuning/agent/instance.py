@@ -141,11 +141,12 @@ def validate_name(name: str) -> None:
 
 
 def image_id_for_path(path: str) -> str:
-    """The cache id of a local image file: its real path, size and mtime.
+    """The cache id of a local image file: its real path, inode, size, mtime and ctime.
 
-    A changed file (new mtime or size) is a new image and gets a new cache
-    entry; the same file spawned twice shares one. Pass ``--image-id`` to
-    choose the id (e.g. a Glance image UUID).
+    A changed file is a new image and gets a new cache entry; the same file
+    spawned twice shares one. The change time catches a rewrite that kept
+    the size and restored the mtime (``cp -p``, ``rsync -t``). Pass
+    ``--image-id`` to choose the id (e.g. a Glance image UUID).
     """
     import hashlib
 
@@ -154,5 +155,6 @@ def image_id_for_path(path: str) -> str:
         st = os.stat(real)
     except FileNotFoundError:
         raise exception.ImageNotFound(path=path) from None
-    digest = hashlib.sha256(f"{real}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    fields = (real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    digest = hashlib.sha256("\0".join(map(str, fields)).encode()).hexdigest()
     return f"file-{digest[:32]}"

@@ -74,7 +74,7 @@ def convert_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     # if nothing is at DST by then: a failed, killed or racing run never
     # leaves a partial DST nor removes anything it did not make.
     with (
-        ImageSafety().checked(args.src, args.source_format) as source,
+        ImageSafety.from_conf(conf).checked(args.src, args.source_format) as source,
         staging.Stage(args.dst) as stage,
     ):
         found = source.inspection

@@ -177,6 +177,42 @@ Convert into a freshly allocated, zeroed target (``-n --target-is-zero``)
 instead of letting qemu-img create the target and zero it as it goes.
 """,
     ),
+    cfg.IntOpt(
+        "convert_cpu_time_per_gib",
+        default=6000,
+        min=0,
+        help="""
+CPU seconds a ``qemu-img convert`` may use per GiB its source allocates,
+plus 60 s; past that it is stopped and the image rejected.
+
+The work of a conversion is bounded by what the source holds, not by the
+virtual size it claims: the worst case measured (qemu-img 7.2, a qcow2 of
+maximally compressible data, zlib, 64 KiB clusters) was 1.5 CPU seconds per
+allocated MiB, about 1500 s per GiB; random data converts at about 1 s per
+GiB. The default leaves four times the worst case. The 60 s cover walking
+the empty part of a virtual size up to ``max_image_virtual_size_gb``
+(0.01 s per TiB measured).
+
+Possible values:
+
+* 0: no limit (trusted images only).
+* A positive integer.
+""",
+    ),
+    cfg.IntOpt(
+        "max_image_virtual_size_gb",
+        default=16384,
+        min=1,
+        help="""
+Largest virtual size in GiB an image may claim; a larger one is rejected
+before anything reads it.
+
+A small file can claim an enormous virtual size (a 40 MB qcow2 claiming 2
+EiB): walking it takes hours of CPU even where nothing is allocated. The
+default, 16 TiB, is the largest file ext4 holds with 4 KiB blocks. A
+flavor's root disk, where there is one, is the tighter limit.
+""",
+    ),
 ]
 
 image_cache_group = cfg.OptGroup(

@@ -35,6 +35,7 @@ from nova_disk_tuning.common import locks, staging
 from nova_disk_tuning.common.files import narrow_mode
 from nova_disk_tuning.images import diskops, fetch, inspection
 from nova_disk_tuning.images.cache_entry import (
+    identity,
     mark_in_use,
     read_meta,
     write_meta,
@@ -70,7 +71,7 @@ class ImageCache(CacheUpkeep):
         self.conf = conf
         self.qemu_img = qemu_img or QemuImg(conf)
         self.fetchers = fetch.FetcherRegistry(fetchers)
-        self.safety = image_safety or inspection.ImageSafety()
+        self.safety = image_safety or inspection.ImageSafety.from_conf(conf)
 
     # -- where things are (read from config when used) ---------------------------
 
@@ -137,13 +138,24 @@ class ImageCache(CacheUpkeep):
             if os.path.exists(path):
                 LOG.warning("cached %s has no record of its format: rebuilding it", path)
             return None
+        if meta.get("identity") != identity(path):
+            # Truncated, rewritten (a qcow2 given a backing file), replaced,
+            # or cached by a release that recorded no identity: what is there
+            # is not what was checked, so it is checked and built again.
+            LOG.warning(
+                "cached %s is not the file that was checked and cached (inode, size or "
+                "change time differ): rebuilding it",
+                path,
+            )
+            return None
         if max_size is not None and meta["virtual_size"] > max_size:
             raise exception.ImageUnacceptable(
                 path=path,
                 reason=f"its virtual size {meta['virtual_size']} bytes is larger than "
                 f"the allowed {max_size} bytes (the flavor's disk). Use a larger flavor.",
             )
-        os.utime(path)
+        os.utime(path)  # last used, for prune; this changes its ctime, so re-recorded
+        write_meta(path, {**meta, "identity": identity(path)})
         LOG.info("image %s: reusing cached %s", image_id, path)
         return CachedImage(path, meta["format"], meta["virtual_size"], False, image_id)
 
@@ -169,10 +181,13 @@ class ImageCache(CacheUpkeep):
                 raise exception.ImageUnacceptable(
                     path=source, reason=exc.kwargs.get("reason", str(exc))
                 ) from None
-            write_meta(path, {"image_id": image_id, "format": fmt, "virtual_size": size})
             # Under the entry lock: what is at the final name has no record
-            # of its format (checked by _reuse), so it may be replaced.
+            # of its format (checked by _reuse), so it may be replaced. The
+            # record follows the image: a kill in between leaves an image
+            # without one, which the next fetch rebuilds.
             stage.publish(replace=True, source=built)
+            record = {"image_id": image_id, "format": fmt, "virtual_size": size}
+            write_meta(path, {**record, "identity": identity(path)})
         seconds = time.monotonic() - started
         LOG.info("image %s: cached as %s (%s) in %.2f s", image_id, path, fmt, seconds)
         return CachedImage(path, fmt, size, True, image_id, conversion, seconds)

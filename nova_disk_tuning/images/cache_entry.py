@@ -1,7 +1,8 @@
 """One entry of the base-image cache on disk: its name, its record, its use lock.
 
 An entry is ``<sha1(image id)>`` (the image) with ``<sha1>.info`` beside it
-(JSON: image id, format, virtual size) and, while spawns make disks from it,
+(JSON: image id, format, virtual size and the :func:`identity` of the file
+that was checked) and, while spawns make disks from it,
 ``<sha1>.use`` (a shared ``flock`` per spawn; prune asks for it exclusively).
 Nothing here takes the entry lock: :class:`~nova_disk_tuning.images.cache.ImageCache`
 calls these with it held.
@@ -44,6 +45,17 @@ def read_meta(path: str) -> dict[str, Any] | None:
     if not isinstance(meta, dict) or not {"format", "virtual_size"} <= meta.keys():
         return None
     return meta
+
+
+def identity(path: str) -> list[int]:
+    """What tells the cached file from any other: inode, size and change time.
+
+    The change time, not the modification time: ``cp -p`` and ``rsync -t``
+    restore an mtime, nothing but the kernel sets a ctime (any write,
+    truncate, chmod or rename moves it).
+    """
+    st = os.stat(path)
+    return [st.st_ino, st.st_size, st.st_ctime_ns]
 
 
 def write_meta(path: str, meta: dict[str, Any]) -> None:

@@ -16,10 +16,12 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 
+from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_utils.imageutils import format_inspector
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.images import source as image_source
 
 LOG = logging.getLogger(__name__)
@@ -72,8 +74,19 @@ class OpenImage:
 class ImageSafety:
     """Detects an image's format from its bytes and rejects unsafe images."""
 
-    def __init__(self, allowed_vmdk_types: frozenset[str] = ALLOWED_VMDK_TYPES) -> None:
+    def __init__(
+        self,
+        allowed_vmdk_types: frozenset[str] = ALLOWED_VMDK_TYPES,
+        ceiling: int | None = None,
+    ) -> None:
+        """``ceiling``: the largest virtual size any image may claim, in bytes."""
         self.allowed_vmdk_types = frozenset(t.lower() for t in allowed_vmdk_types)
+        self.ceiling = ceiling
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts) -> ImageSafety:
+        """The checks as ``[disk_tuning] max_image_virtual_size_gb`` says."""
+        return cls(ceiling=conf.disk_tuning.max_image_virtual_size_gb * GiB)
 
     def detect(self, path: str) -> format_inspector.FileInspector:
         with image_source.open_source(path) as (fd, _source):
@@ -136,6 +149,13 @@ class ImageSafety:
                 path=path,
                 reason=f"its virtual size {size} bytes is larger than the allowed "
                 f"{max_virtual_size} bytes (the flavor's disk). Use a larger flavor.",
+            )
+        if self.ceiling is not None and size > self.ceiling:
+            raise exception.ImageUnacceptable(
+                path=path,
+                reason=f"its virtual size {size} bytes is larger than [disk_tuning] "
+                f"max_image_virtual_size_gb ({self.ceiling // GiB} GiB). Use an image of "
+                "the size its guest needs, or raise the option for a trusted one.",
             )
         LOG.info("image %s is %s (detected %s), virtual size %d", path, qemu_format, detected, size)
         return Inspection(format=qemu_format, detected=detected, virtual_size=size)

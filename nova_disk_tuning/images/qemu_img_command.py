@@ -10,9 +10,11 @@ without qemu-img. Every failure becomes one of the exceptions in
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
+import resource
 import signal
 import subprocess
 import time
@@ -49,6 +51,14 @@ _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 _PR_SET_PDEATHSIG = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuLimit:
+    """The CPU seconds a conversion may use, and the allocation they were given for."""
+
+    seconds: int
+    allocated: int
+
+
 def parse_progress(output: bytes) -> list[float]:
     """The percentages in qemu-img ``-p`` output."""
     return [float(m.group(1)) for m in _PROGRESS.finditer(output)]
@@ -66,8 +76,8 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "LC_ALL": "C", "LANG": "C"}
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when ``parent`` dies."""
+def _die_with_parent(parent: int, cpu_seconds: int | None = None) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when ``parent`` dies; at most ``cpu_seconds``."""
     # Looked up here, in the parent: loading the C library between fork and
     # exec could take locks another thread of the parent held.
     prctl = libc().prctl
@@ -78,6 +88,10 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
         if os.getppid() != parent:
             # The parent died between fork and prctl: nobody would kill us.
             os._exit(1)
+        if cpu_seconds is not None:
+            # SIGXCPU at the soft limit (qemu-img does not catch it), SIGKILL
+            # at the hard one should it ever be caught.
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 10))
 
     return preexec
 
@@ -175,13 +189,14 @@ class QemuImgCommand:
         size: int,
         progress: ProgressCallback | None,
         reader: str | None = None,
+        cpu_limit: CpuLimit | None = None,
     ) -> float:
         """Run qemu-img convert, feeding ``-p`` output to ``progress`` as it comes.
 
         processutils.execute only returns output at exit, so this uses Popen.
-        No prlimit here: the image already passed the safety checks and a
-        limited ``qemu-img info``, and a large conversion legitimately needs
-        more CPU time than ``images_cpu_time_limit``.
+        ``cpu_limit`` bounds its CPU time (RLIMIT_CPU); not
+        ``images_cpu_time_limit``, which is for ``qemu-img info``: a large
+        conversion legitimately needs more.
         """
         started = time.monotonic()
         try:
@@ -195,7 +210,7 @@ class QemuImgCommand:
                 # thread, if any, is rich's progress refresher, which holds no lock the child
                 # needs; PR_SET_PDEATHSIG fires when the parent *thread* exits, and this one
                 # waits for the child below, so only the death of the process fires it.
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=_die_with_parent(os.getpid(), cpu_limit.seconds if cpu_limit else None),
             )
         except FileNotFoundError:
             raise exception.QemuImgError(
@@ -237,6 +252,13 @@ class QemuImgCommand:
                 output = output.replace(reader, src)
             if _ENOSPC.search(output):
                 raise _insufficient(dst, size)
+            if cpu_limit is not None and code == -signal.SIGXCPU:
+                raise exception.ConvertLimitExceeded(
+                    command="convert",
+                    path=src,
+                    seconds=cpu_limit.seconds,
+                    allocated=cpu_limit.allocated,
+                )
             raise self._error("convert", src, code, output, None)
         if progress is not None:
             progress(100.0)

@@ -347,3 +347,43 @@ def _hold_entry_lock(instances_path: str, entry: str, marker) -> None:
     with locks.external_lock(f"image-{os.path.basename(entry)}", f"{instances_path}/locks"):
         marker.write_text("held")
         time.sleep(600)
+
+
+# A cached base is what was checked, or it is checked and built again -------------
+
+
+def test_truncated_base_is_rebuilt_not_reused(conf, qcow2_image, raw_image):
+    cache = ImageCache(conf)
+    first = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
+    os.truncate(first.path, 8 * MiB)  # zeroes past the cut, were it reused
+
+    again = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
+
+    assert again.created and again.path == first.path
+    assert compare(again.path, "raw", raw_image, "raw").returncode == 0
+
+
+def test_cached_qcow2_given_a_backing_file_is_rebuilt(make_conf, tmp_path, qcow2_image):
+    cache = ImageCache(make_conf(DEFAULT={"force_raw_images": False}))
+    first = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(b"host file content\n" * 1000)
+    # The entry rewritten in place to read a host file, its mtime restored.
+    times = os.stat(first.path)
+    run("qemu-img", "rebase", "-u", "-b", str(secret), "-F", "raw", first.path)
+    os.utime(first.path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+    again = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
+
+    assert again.created
+    info = run("qemu-img", "info", "--output=json", "-U", again.path)
+    assert "backing-filename" not in info
+    assert compare(again.path, "qcow2", qcow2_image, "qcow2").returncode == 0
+
+
+def test_reuse_keeps_the_recorded_identity_current(conf, qcow2_image):
+    cache = ImageCache(conf)
+    first = cache.fetch(IMAGE_ID, qcow2_image, "qcow2")
+    for _ in range(3):  # each reuse touches the base (a new ctime) and re-records it
+        assert not cache.fetch(IMAGE_ID, qcow2_image, "qcow2").created
+    assert cache.fetch(IMAGE_ID, qcow2_image, "qcow2").path == first.path

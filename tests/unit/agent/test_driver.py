@@ -187,6 +187,18 @@ def test_image_id_follows_path_size_and_mtime(tmp_path):
         instance_mod.image_id_for_path(str(tmp_path / "missing"))
 
 
+def test_image_id_changes_when_rewritten_with_size_and_mtime_restored(tmp_path):
+    image = tmp_path / "img"
+    image.write_bytes(b"old content")
+    before = os.stat(image)
+    first = instance_mod.image_id_for_path(str(image))
+    time.sleep(0.01)  # a coarse ctime clock must move: the rewrite is later
+    image.write_bytes(b"new content")  # same size, as cp -p or rsync -t leave it
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(image).st_mtime_ns == before.st_mtime_ns
+    assert instance_mod.image_id_for_path(str(image)) != first
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -11,6 +11,7 @@ from oslo_concurrency import processutils
 from nova_disk_tuning import exception
 from nova_disk_tuning.images import qemu_img
 from nova_disk_tuning.storage import pagecache
+from nova_disk_tuning.storage.probe import StorageProbe
 
 INFO_JSON = json.dumps({"virtual-size": 1073741824, "format": "qcow2", "filename": "x"})
 
@@ -56,8 +57,11 @@ class Recorder:
         return matches[-1]
 
 
-class Probe:
+class Probe(StorageProbe):
+    """The real probe, with O_DIRECT answered as the test says."""
+
     def __init__(self, direct: bool) -> None:
+        super().__init__()
         self.direct = direct
 
     def supports_direct_io(self, path: str) -> bool:
