@@ -107,6 +107,16 @@ class ConvertLimitExceeded(QemuImgError):
     )
 
 
+# locks --------------------------------------------------------------------
+
+
+class LockTimeout(NovaDiskTuningException):
+    msg_fmt = (
+        "Gave up after %(seconds).0f s waiting for %(what)s, %(holder)s. Wait for it "
+        "to finish, or raise [disk_tuning] lock_wait_timeout (0: wait as long as it takes)."
+    )
+
+
 # libvirt and instances -----------------------------------------------------
 
 

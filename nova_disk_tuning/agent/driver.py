@@ -38,6 +38,7 @@ from nova_disk_tuning.agent.spawn import (
 )
 from nova_disk_tuning.agent.store import InstanceStore
 from nova_disk_tuning.common import locks, signals
+from nova_disk_tuning.conf import lock_wait_timeout
 from nova_disk_tuning.host import Host
 from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
@@ -71,7 +72,12 @@ class LibvirtDriver:
         self.domains = Domains(self.host, self.store)
 
     def _lock(self, name: str) -> Any:
-        return locks.external_lock(f"instance-{name}", os.path.join(self.store.root, "locks"))
+        return locks.external_lock(
+            f"instance-{name}",
+            os.path.join(self.store.root, "locks"),
+            what=f"instance {name} (another spawn or destroy of it runs)",
+            timeout=lock_wait_timeout(self.conf),
+        )
 
     def backend(self, name: str | None = None) -> ImageBackend:
         """The image backend ``name`` (default: ``[libvirt] images_type``'s)."""

@@ -41,6 +41,12 @@ def preallocation(conf: cfg.ConfigOpts) -> str:
     return mode
 
 
+def lock_wait_timeout(conf: cfg.ConfigOpts) -> float | None:
+    """How long a lock wait may last, in seconds; None: as long as it takes."""
+    seconds: int = conf.disk_tuning.lock_wait_timeout
+    return float(seconds) if seconds else None
+
+
 def new_conf(
     config_files: Iterable[str] = (),
     config_dirs: Iterable[str] = (),

@@ -200,6 +200,25 @@ Possible values:
 """,
     ),
     cfg.IntOpt(
+        "lock_wait_timeout",
+        default=3600,
+        min=0,
+        help="""
+Seconds a spawn, destroy or image fetch waits for a lock another process
+holds (the image's cache entry, the instance's name, a disk-operation slot)
+before it gives up.
+
+While it waits it says, at once and every 30 s, which process holds the
+lock and whether that process is stopped. The default covers fetching and
+converting a large image, which holds its cache entry's lock throughout.
+
+Possible values:
+
+* 0: wait as long as it takes (still reported).
+* A positive integer.
+""",
+    ),
+    cfg.IntOpt(
         "max_image_virtual_size_gb",
         default=16384,
         min=1,

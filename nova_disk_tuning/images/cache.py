@@ -33,6 +33,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common import locks, staging
 from nova_disk_tuning.common.files import narrow_mode
+from nova_disk_tuning.conf import lock_wait_timeout
 from nova_disk_tuning.images import diskops, fetch, inspection
 from nova_disk_tuning.images.cache_entry import (
     identity,
@@ -95,7 +96,13 @@ class ImageCache(CacheUpkeep):
         return os.path.join(self.base_dir, hashlib.sha1(image_id.encode()).hexdigest())
 
     def _lock(self, path: str, blocking: bool = True) -> Any:
-        return locks.external_lock(f"image-{os.path.basename(path)}", self.lock_dir, blocking)
+        return locks.external_lock(
+            f"image-{os.path.basename(path)}",
+            self.lock_dir,
+            blocking,
+            what=f"the cache entry {path} (another fetch or prune of it runs)",
+            timeout=lock_wait_timeout(self.conf),
+        )
 
     # -- fetch ---------------------------------------------------------------------
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import time
 from collections.abc import Iterator
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning.common import locks
+from nova_disk_tuning.conf import lock_wait_timeout
 
 LOG = logging.getLogger(__name__)
 _POLL_SECONDS = 0.2
@@ -42,24 +42,25 @@ class DiskOpsLimiter:
             os.close(fd)  # closing releases the flock
 
     def _acquire(self, limit: int, what: str) -> int:
-        waited = False
-        while True:
-            for index in range(limit):
-                path = locks.lock_path(self.lock_dir, f"disk-ops-{index}")
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        paths = [locks.lock_path(self.lock_dir, f"disk-ops-{index}") for index in range(limit)]
+        got: list[int] = []
+
+        def try_a_slot() -> bool:
+            for path in paths:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
                     continue
-                if waited:
-                    LOG.info("%s got a disk-operation slot", what)
-                return fd
-            if not waited:
-                LOG.info(
-                    "%s waits: %d disk operations already run ([compute] max_concurrent_disk_ops)",
-                    what,
-                    limit,
-                )
-                waited = True
-            time.sleep(_POLL_SECONDS)
+                got.append(fd)
+                return True
+            return False
+
+        locks.wait_for(
+            try_a_slot,
+            paths,
+            f"a disk-operation slot for {what} ([compute] max_concurrent_disk_ops = {limit})",
+            lock_wait_timeout(self.conf),
+        )
+        return got[0]

@@ -307,3 +307,36 @@ def test_a_uuid_selects_its_instance_before_a_name(tmp_path, image):
     assert clash.returncode == 1 and "is a UUID" in clash.stderr
     assert cli(config, "destroy", first["uuid"]).returncode == 0
     assert listed(config) == []
+
+
+@pytest.mark.parametrize(
+    ("second_name", "lock"),
+    [("victim", "instance victim"), ("other", "the cache entry")],
+    ids=["same-name", "same-image"],
+)
+def test_a_stopped_lock_holder_is_named_and_the_wait_ends(tmp_path, image, second_name, lock):
+    """SIGSTOP a spawn while it fetches: the next spawn names it, then gives up."""
+    config = write_conf(tmp_path, "none")
+    with open(config, "a") as handle:
+        handle.write("[disk_tuning]\nlock_wait_timeout = 3\n")
+    what, marker = MARKERS["fetching"]
+    holder = subprocess.Popen(
+        spawn_argv(config, "victim", image), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(lambda: marker(tmp_path), holder, what)
+        holder.send_signal(signal.SIGSTOP)
+        waiter = cli(config, "spawn", second_name, "--image", image)
+        assert waiter.returncode == 1, waiter.stderr
+        assert "Traceback" not in waiter.stderr
+        line = waiter.stderr.strip().splitlines()[-1]
+        assert f"Gave up after 3 s waiting for {lock}" in line, line
+        assert f"process {holder.pid} (" in line and f"kill -CONT {holder.pid}" in line, line
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    _, err = holder.communicate(timeout=300)
+    assert holder.returncode == 0, err.decode()
+    # The holder finished; the same spawn goes through now (the name is taken if it was the same).
+    if second_name != "victim":
+        again = cli(config, "spawn", second_name, "--image", image)
+        assert again.returncode == 0, again.stderr
