@@ -107,6 +107,10 @@ class ConvertLimitExceeded(QemuImgError):
     )
 
 
+class InputUnreadable(NovaDiskTuningException):
+    msg_fmt = "%(what)s %(path)s cannot be read: %(reason)s"
+
+
 # locks --------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import sys
 
 from oslo_config import cfg
 
+from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning_bench import cli_guest, harness, report
 from nova_disk_tuning_bench.guest import report as guest_report
@@ -111,6 +112,8 @@ def _render(outdir: str) -> int:
         )
     except OSError as exc:
         reason = exc.strerror or str(exc)
+    except exception.InputUnreadable as exc:
+        reason = str(exc.kwargs["reason"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"not the results.json of a bench run ({type(exc).__name__}: {exc})"
     else:

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from nova_disk_tuning.common import textfile
 from nova_disk_tuning_bench.charts import NO_CHARTS, chart_name, write_charts
 from nova_disk_tuning_bench.harness import BenchRun
 from nova_disk_tuning_bench.results_json import to_json, write_json
@@ -93,11 +94,12 @@ def render_again(
 
     Nothing is measured: a run made before the report changed gets the
     current report. ``targets`` gives the targets to hold the run to from the
-    document (None: the ones it holds). Raises OSError, ValueError or
-    KeyError for a missing or foreign results.json.
+    document (None: the ones it holds). Raises OSError, InputUnreadable
+    (a FIFO, a device, too large, not UTF-8), ValueError or KeyError for a
+    missing or foreign results.json.
     """
-    with open(os.path.join(outdir, "results.json"), encoding="utf-8") as handle:
-        data: dict[str, Any] = json.load(handle)
+    text = textfile.read_text(os.path.join(outdir, "results.json"), "benchmark results")
+    data: dict[str, Any] = json.loads(text)
     rows = [Row(**entry) for experiment in data["experiments"] for entry in experiment["results"]]
     charts = write_charts(rows, outdir)
     for experiment in data["experiments"]:

@@ -28,8 +28,9 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.agent.imagebackend.base import is_disk_name
 from nova_disk_tuning.agent.record import BUILDING, CREATED, DiskEntry, InstanceRecord
-from nova_disk_tuning.common import staging
+from nova_disk_tuning.common import staging, textfile
 from nova_disk_tuning.common.files import fsync_dir
 
 LOG = logging.getLogger(__name__)
@@ -114,10 +115,11 @@ class InstanceStore:
         """The record of ``uuid`` (state ``broken`` if it cannot be read); None if not ours."""
         path = self.record_path(uuid)
         try:
-            with open(path, encoding="utf-8") as handle:
-                record = json.load(handle)
+            record = json.loads(textfile.read_text(path, "instance record"))
         except (FileNotFoundError, NotADirectoryError):
             return None  # not ours
+        except exception.InputUnreadable as exc:
+            return InstanceRecord.broken(uuid, str(exc))
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else f"not JSON ({exc})"
             return InstanceRecord.broken(uuid, f"{path}: {reason}")
@@ -145,8 +147,9 @@ class InstanceStore:
 
     def read_xml(self, uuid: str) -> str:
         try:
-            with open(self.xml_path(uuid)) as handle:
-                return handle.read()
+            return textfile.read_text(self.xml_path(uuid), "domain XML")
+        except exception.InputUnreadable as exc:
+            raise exception.InstanceNotFound(name=f"{uuid} ({exc})") from None
         except OSError as exc:
             raise exception.InstanceNotFound(
                 name=f"{uuid} ({self.xml_path(uuid)} unreadable: {exc.strerror})"
@@ -229,9 +232,10 @@ class InstanceStore:
         """Remove what the project made in ``<uuid>/``, then the directory if nothing is left.
 
         Only names the project makes there go: the record, ``libvirt.xml``,
-        the console log, the spawn's lock, copied kernel and ramdisk and the
-        stages of its records (the disks are their backends' to remove, before
-        this). Nothing is
+        the console log, the spawn's lock, copied kernel and ramdisk, the
+        stages of its records, and file disks under the names the image
+        backends give them (the record's disks are their backends' to remove,
+        before this; these are what a record that cannot be read leaves). Nothing is
         followed (a symlink is removed, not its target), no directory is
         entered but a stage of ours, and nothing on another file system is
         touched: a file system mounted inside, or a file someone else put
@@ -252,7 +256,7 @@ class InstanceStore:
                 elif stat.S_ISDIR(st.st_mode):
                     if not (staging.is_stage(name) and staging.remove_stage_at(dir_fd, name)):
                         kept.append(name)
-                elif name in OURS:
+                elif name in OURS or is_disk_name(name):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(name, dir_fd=dir_fd)
                 else:

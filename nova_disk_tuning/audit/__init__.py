@@ -43,6 +43,7 @@ from nova_disk_tuning.audit.findings import (
     Measure,
     unaudited,
 )
+from nova_disk_tuning.common import textfile
 from nova_disk_tuning.host import Host
 from nova_disk_tuning.policy.decide import GuestTuning
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
@@ -112,8 +113,9 @@ def audit_files(
     report = AuditReport()
     for path in paths:
         try:
-            with open(path, "rb") as handle:
-                xml = handle.read()
+            xml = textfile.read_bytes(path, "domain XML")
+        except exception.InputUnreadable as exc:
+            raise exception.InvalidConfig(reason=f"{exc}; pass a domain XML file") from None
         except OSError as exc:
             raise exception.InvalidConfig(
                 reason=f"cannot read domain XML {path}: {exc.strerror}; check the path"

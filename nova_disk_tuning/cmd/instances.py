@@ -31,7 +31,7 @@ from oslo_config import cfg
 from nova_disk_tuning import exception
 from nova_disk_tuning.agent.instance import Flavor, ImageMeta, Instance, image_id_for_path
 from nova_disk_tuning.cmd import common
-from nova_disk_tuning.common import units
+from nova_disk_tuning.common import textfile, units
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -267,8 +267,11 @@ def block_device_info_from_files(paths: Sequence[str]) -> dict[str, Any]:
     mappings = []
     for path in paths:
         try:
-            with open(path) as handle:
-                info = json.load(handle)
+            info = json.loads(
+                textfile.read_text(path, "volume connection_info", textfile.CONFIG_LIMIT)
+            )
+        except exception.InputUnreadable as exc:
+            raise exception.InvalidConfig(reason=str(exc)) from None
         except OSError as exc:
             raise exception.InvalidConfig(
                 reason=f"cannot read volume connection_info {path}: {exc.strerror}"

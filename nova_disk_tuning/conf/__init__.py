@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from oslo_config import cfg
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common import textfile
 from nova_disk_tuning.conf import compute, default, disk_tuning, libvirt
 
 _MODULES = (default, compute, libvirt, disk_tuning)
@@ -57,8 +58,8 @@ def new_conf(
     ``overrides`` is ``{group: {option: value}}`` (group ``DEFAULT`` for the
     default group), applied with ``set_override``.
     """
-    config_files = list(config_files)
-    for path in config_files:
+    config_files, config_dirs = list(config_files), list(config_dirs)
+    for path in [*config_files, *(f for d in config_dirs for f in config_dir_files(d))]:
         _check_readable(path)
     conf = cfg.ConfigOpts()
     register_opts(conf)
@@ -68,7 +69,7 @@ def new_conf(
             project="nova",
             prog="nova-disk-tuning",
             default_config_files=config_files,
-            default_config_dirs=list(config_dirs),
+            default_config_dirs=config_dirs,
             use_env=False,
         )
     except (cfg.ConfigFilesNotFoundError, cfg.ConfigDirNotFoundError) as exc:
@@ -87,25 +88,37 @@ def new_conf(
 
 
 def _check_readable(path: str) -> None:
-    """A config file oslo.config could not read would end in a traceback: say why now."""
+    """A config file oslo.config could not read would hang or end in a traceback: say why now.
+
+    oslo.config opens the file again by its name: the check guards against
+    what is there by mistake (a FIFO, a device, a huge or non-UTF-8 file),
+    in a file the operator controls.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            handle.read()
-    except FileNotFoundError:
+        textfile.read_text(path, "config file", textfile.CONFIG_LIMIT)
+    except (FileNotFoundError, NotADirectoryError):
         return  # oslo.config's own message names it
-    except IsADirectoryError:
-        raise exception.InvalidConfig(
-            reason=f"config file {path} is a directory; pass it with --config-dir instead"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise exception.InvalidConfig(
-            reason=f"config file {path} is not UTF-8 text (byte {exc.start}); "
-            "a nova.conf is an INI text file"
-        ) from None
+    except exception.InputUnreadable as exc:
+        hint = ""
+        if os.path.isdir(path):
+            hint = "; pass a directory with --config-dir instead"
+        raise exception.InvalidConfig(reason=f"{exc}{hint}") from None
     except OSError as exc:
         raise exception.InvalidConfig(
             reason=f"config file {path} cannot be read: {exc.strerror}"
         ) from None
+
+
+def config_dir_files(directory: str) -> list[str]:
+    """The ``*.conf`` files oslo.config reads from ``directory``, in its order."""
+    try:
+        # As oslo.config's glob: hidden files are not read.
+        names = sorted(
+            n for n in os.listdir(directory) if n.endswith(".conf") and not n.startswith(".")
+        )
+    except OSError:
+        return []  # oslo.config says what is wrong with the directory
+    return [os.path.join(directory, name) for name in names]
 
 
 def validate(conf: cfg.ConfigOpts) -> None:

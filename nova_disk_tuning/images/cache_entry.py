@@ -20,6 +20,8 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+from nova_disk_tuning import exception
+from nova_disk_tuning.common import textfile
 from nova_disk_tuning.common.files import flock_held
 from nova_disk_tuning.common.staging import write_atomic
 from nova_disk_tuning.images.source import QCOW2_MAGIC
@@ -38,9 +40,10 @@ def use_lock_path(path: str) -> str:
 def read_meta(path: str) -> dict[str, Any] | None:
     """The entry's record, or None if it is missing or not one of ours."""
     try:
-        with open(meta_path(path)) as handle:
-            meta = json.load(handle)
-    except (OSError, ValueError):
+        meta = json.loads(
+            textfile.read_text(meta_path(path), "cache record", textfile.CONFIG_LIMIT)
+        )
+    except (OSError, ValueError, exception.InputUnreadable):
         return None
     if not isinstance(meta, dict) or not {"format", "virtual_size"} <= meta.keys():
         return None

@@ -97,6 +97,31 @@ def _zero_link(work: Work) -> str:
     return path
 
 
+def _sparse(work: Work, name: str, size: int) -> str:
+    path = work.root / name
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return str(path)
+
+
+def _conf_dir(work: Work, data: bytes | None) -> str:
+    """A --config-dir whose a.conf is ``data``, or a FIFO for None."""
+    directory = work.root / "conf.d"
+    directory.mkdir()
+    if data is None:
+        os.mkfifo(directory / "a.conf")
+    else:
+        (directory / "a.conf").write_bytes(data)
+    return str(directory)
+
+
+def _fifo_results(work: Work) -> str:
+    run_dir = work.root / "run"
+    run_dir.mkdir()
+    os.mkfifo(run_dir / "results.json")
+    return str(run_dir)
+
+
 def _existing_instance(work: Work) -> None:
     run(work, work.conf(), ["spawn", "vm0", "--image", work.image, "--uuid", UUID], ok=True)
 
@@ -129,6 +154,49 @@ CASES = [
         ],
     ),
     Case("config-syntax", lambda w: (["list"], "nova.conf"), extra="[libvirt\nbroken = \n"),
+    # Special files where a text file is expected: refused, never waited on.
+    Case(
+        "config-file-fifo",
+        lambda w: (["list"], "fifo"),
+        config_args=lambda w: ["--config-file", _fifo(w)],
+    ),
+    Case(
+        "config-file-dev-zero",
+        lambda w: (["list"], "/dev/zero"),
+        config_args=lambda w: ["--config-file", "/dev/zero"],
+    ),
+    Case(
+        "config-file-huge",
+        lambda w: (["list"], "huge.conf"),
+        config_args=lambda w: ["--config-file", _sparse(w, "huge.conf", 1 << 30)],
+    ),
+    Case(
+        "config-dir-fifo",
+        lambda w: (["list"], "a.conf"),
+        config_args=lambda w: ["--config-file", str(w.conf()), "--config-dir", _conf_dir(w, None)],
+    ),
+    Case(
+        "config-dir-latin1",
+        lambda w: (["list"], "a.conf"),
+        config_args=lambda w: [
+            "--config-file",
+            str(w.conf()),
+            "--config-dir",
+            _conf_dir(w, "[DEFAULT]\n# caf\xe9\n".encode("latin-1")),
+        ],
+    ),
+    Case(
+        "volume-fifo",
+        lambda w: (["spawn", "vm1", "--image", w.image, "--volume", _fifo(w)], "fifo"),
+    ),
+    Case(
+        "volume-dev-zero",
+        lambda w: (["spawn", "vm1", "--image", w.image, "--volume", "/dev/zero"], "/dev/zero"),
+    ),
+    Case("audit-fifo", lambda w: (["audit", _fifo(w)], "fifo")),
+    Case("audit-dev-zero", lambda w: (["audit", "/dev/zero"], "/dev/zero")),
+    Case("audit-huge", lambda w: (["audit", _sparse(w, "huge.xml", 1 << 30)], "huge.xml")),
+    Case("bench-render-fifo", lambda w: (["bench", "--render", _fifo_results(w)], "results.json")),
     Case(
         "instances-path-relative",
         lambda w: (["list"], "instances_path"),

@@ -67,3 +67,20 @@ def test_destroy_removes_the_directory_when_only_its_own_files_are_there(tmp_pat
     directory = spawn(config, image)
     assert cli(config, "destroy", "vm").returncode == 0
     assert not directory.exists()
+
+
+@pytest.mark.parametrize("name", ["instance.json", "libvirt.xml"])
+def test_a_fifo_in_place_of_a_record_is_listed_broken_not_waited_on(tmp_path, image, name):
+    config = write_conf(tmp_path, "none")
+    directory = spawn(config, image)
+    (directory / name).unlink()
+    os.mkfifo(directory / name)
+
+    listed = cli(config, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["state"] == "broken" if name == "instance.json" else "FIFO" in row["state"], row
+    shown = cli(config, "show", row["name"])
+    assert shown.returncode == 1 and f"{name} cannot be read: it is a FIFO" in shown.stderr
+    assert cli(config, "destroy", row["name"]).returncode == 0
+    assert not directory.exists()

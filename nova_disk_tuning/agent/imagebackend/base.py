@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
@@ -72,6 +73,11 @@ def disk_name(kind: str, index: int = 0) -> str:
     raise exception.InvalidDiskConfig(
         disk=kind, reason=f"unknown disk kind {kind!r}; use root, {' or '.join(BLANK_KINDS)}"
     )
+
+
+def is_disk_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`disk_name` gives (a file disk in an instance directory)."""
+    return re.fullmatch(r"disk(?:\.eph[0-9]+|\.swap)?", name) is not None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ from nova_disk_tuning.agent.imagebackend.base import (
     ImageBackend,
     command_env,
 )
+from nova_disk_tuning.common import textfile
 from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.domxml import LibvirtConfigGuestDisk
 from nova_disk_tuning.images.cache import CachedImage
@@ -87,20 +88,20 @@ def read_mon_host(path: str) -> list[Monitor]:
     would read as continuation lines. "mon host" and "mon_host" are one key.
     """
     section, mon_host, mon_addrs = "", None, []
-    with open(path) as conf:
-        for raw in conf:
-            line = raw.split("#", 1)[0].split(";", 1)[0].strip()
-            if line.startswith("[") and line.endswith("]"):
-                section = line[1:-1].strip().lower()
-                continue
-            key, sep, value = line.partition("=")
-            if not sep:
-                continue
-            key = re.sub(r"[ _]+", "_", key.strip().lower())
-            if key == "mon_host" and section == "global":
-                mon_host = value.strip()
-            elif key == "mon_addr" and section.startswith("mon."):
-                mon_addrs.append(value.strip())
+    text = textfile.read_text(path, "Ceph configuration", textfile.CONFIG_LIMIT)
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = re.sub(r"[ _]+", "_", key.strip().lower())
+        if key == "mon_host" and section == "global":
+            mon_host = value.strip()
+        elif key == "mon_addr" and section.startswith("mon."):
+            mon_addrs.append(value.strip())
     if mon_host is not None:
         return parse_mon_host(mon_host)
     return [monitor for addr in mon_addrs for monitor in parse_mon_host(addr)]

@@ -78,8 +78,10 @@ def test_a_conversion_past_its_cpu_limit_is_stopped(
     # The floor is what makes the limit 1 s here rather than a minute.
     monkeypatch.setattr(qemu_img_convert, "CPU_FLOOR_SECONDS", 0)
     dst = os.path.join(make_filesystem("xfs").path, "out.raw")
-    with ImageSafety.from_conf(conf).checked(huge_claim, "qcow2") as image:
-        with pytest.raises(exception.ConvertLimitExceeded, match="1 CPU seconds") as caught:
-            QemuImg(conf).convert(image, dst, "qcow2", "raw", preallocation="none")
+    with (
+        ImageSafety.from_conf(conf).checked(huge_claim, "qcow2") as image,
+        pytest.raises(exception.ConvertLimitExceeded, match="1 CPU seconds") as caught,
+    ):
+        QemuImg(conf).convert(image, dst, "qcow2", "raw", preallocation="none")
     assert "convert_cpu_time_per_gib" in str(caught.value) and huge_claim in str(caught.value)
     assert not os.path.exists(dst)
