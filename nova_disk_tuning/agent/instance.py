@@ -155,6 +155,8 @@ def image_id_for_path(path: str) -> str:
         st = os.stat(real)
     except FileNotFoundError:
         raise exception.ImageNotFound(path=path) from None
-    fields = (real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    digest = hashlib.sha256("\0".join(map(str, fields)).encode()).hexdigest()
+    numbers = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    # The name's own bytes (os.fsencode): any name the file system holds.
+    fields = (os.fsencode(real), *(str(n).encode() for n in numbers))
+    digest = hashlib.sha256(b"\0".join(fields)).hexdigest()
     return f"file-{digest[:32]}"

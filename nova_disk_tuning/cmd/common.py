@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,13 +30,19 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     from rich.markup import escape
     from rich.table import Table
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own answer to a reader that left is a silent
+            # SystemExit(1); the CLI says what happened (see cmd.main).
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
     table = Table(title=title, show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         # Cells are plain text: "[libvirt] disk_cachemodes" is not rich markup.
         table.add_row(*("" if v is None else escape(str(v)) for v in row))
-    Console(width=max(120, Console().width)).print(table)
+    _Console(width=max(120, Console().width)).print(table)
 
 
 @contextmanager

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import io
 import logging
 import os
+import select
 import signal
 import sys
 import traceback
@@ -33,6 +35,8 @@ COMMAND_MODULES = (
     "nova_disk_tuning.cmd.instances",
     "nova_disk_tuning.cmd.demo",
 )
+# 128 + SIGPIPE: the status of a writer whose reader left, as for any Unix tool.
+_EXIT_SIGPIPE = 128 + signal.SIGPIPE
 # Entry points of other distributions' commands: name = module with register().
 COMMANDS_GROUP = "nova_disk_tuning.commands"
 # Commands this package names although another distribution provides them.
@@ -149,6 +153,7 @@ def _deliver_again(hook: Any) -> Callable[[Any], None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command in this process; the signal handlers are put back after it."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
@@ -163,6 +168,32 @@ def main(argv: list[str] | None = None) -> int:
         sys.unraisablehook = previous_hook
 
 
+def cli() -> None:
+    """The ``nova-disk-tuning`` program: :func:`main`, then exit with its status.
+
+    Once the command has ended and said how, a SIGTERM has nothing left to
+    undo; under the default action it would turn the status just printed
+    into "killed" while the process shuts down. So it is ignored from then.
+    Names on the command line and from the kernel are str with
+    surrogateescape (Python's file-system decoding): written back out, they
+    are the bytes they came as, whatever they are.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
+    try:
+        code = main()
+    except Terminated:  # between the command's end and main's own return
+        code = 128 + signal.SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = code or _EXIT_SIGPIPE
+    _quiet_stdout()
+    sys.exit(code)
+
+
 def _run(args: argparse.Namespace) -> int:
     def fail(message: str) -> int:
         print(f"nova-disk-tuning {args.command}: error: {message}", file=sys.stderr)
@@ -175,9 +206,22 @@ def _run(args: argparse.Namespace) -> int:
                     reason=f"--config-dir {directory} is not a directory; pass an existing one"
                 )
         conf = ndt_conf.new_conf(_config_files(args), args.config_dir)
-        return int(args.func(args, conf) or 0)
+        code = int(args.func(args, conf) or 0)
+        sys.stdout.flush()  # a reader that left is found here, not at exit
+        return code
     except exception.NovaDiskTuningException as exc:
         return fail(str(exc))
+    except BrokenPipeError:
+        if not _reader_left(sys.stdout):
+            raise
+        # `nova-disk-tuning spawn ... | head`: the reader took what it wanted.
+        # What the command did stays done; nothing is undone for it.
+        print(
+            f"nova-disk-tuning {args.command}: stopped writing: the reader of its output "
+            "closed it (what the command did stays done)",
+            file=sys.stderr,
+        )
+        return _EXIT_SIGPIPE
     except Terminated:
         print(f"nova-disk-tuning {args.command}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
@@ -201,5 +245,23 @@ def _run(args: argparse.Namespace) -> int:
         )
 
 
+def _reader_left(stream: Any) -> bool:
+    """Whether ``stream`` is a pipe or socket whose reader closed it (poll says POLLERR)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _fd, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: its reader left, and Python's final flush would complain."""
+    if _reader_left(sys.stdout):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -160,6 +160,7 @@ class Stage:
     def open(self) -> Stage:
         if self._fd >= 0:
             raise RuntimeError(f"the stage of {self.final} is open already")
+        _refuse_long_name(self.final)  # before any work: publishing would fail at the end
         try:
             sweep(self.parent, self.final)
             self._make_locked()
@@ -364,6 +365,22 @@ def _remove_contents(parent_fd: int, name: str, stage_fd: int) -> bool:
             return False  # not empty any more (its maker made the lock file), or not ours
         raise
     return True
+
+
+def _refuse_long_name(final: str) -> None:
+    """ENAMETOOLONG naming ``final`` when its file system cannot hold its name."""
+    length = len(os.fsencode(os.path.basename(final)))
+    try:
+        limit = os.statvfs(os.path.dirname(final)).f_namemax
+    except OSError:
+        return  # a missing directory: making the stage says so
+    if length > limit:
+        raise OSError(
+            errno.ENAMETOOLONG,
+            f"the name is {length} bytes, more than the {limit} its file system allows; "
+            "choose a shorter name",
+            final,
+        )
 
 
 def _is_hex(text: str) -> bool:

@@ -93,7 +93,9 @@ class ImageCache(CacheUpkeep):
         return os.path.join(self.instances_path, "locks")
 
     def entry_path(self, image_id: str) -> str:
-        return os.path.join(self.base_dir, hashlib.sha1(image_id.encode()).hexdigest())
+        # surrogateescape: an id from the command line is any bytes (os.fsencode's rule).
+        key = image_id.encode("utf-8", "surrogateescape")
+        return os.path.join(self.base_dir, hashlib.sha1(key).hexdigest())
 
     def _lock(self, path: str, blocking: bool = True) -> Any:
         return locks.external_lock(

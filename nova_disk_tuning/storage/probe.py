@@ -307,7 +307,10 @@ def _fallocate_probe(directory: str) -> frozenset[str]:
     try:
         # Real data first: some file systems return early (success) when
         # asked to punch or zero beyond EOF, which would prove nothing.
-        os.pwrite(fd, b"\xff" * 8192, 0)
+        try:
+            os.pwrite(fd, b"\xff" * 8192, 0)
+        except OSError as exc:  # ENOSPC on a full file system, EDQUOT
+            raise _probe_error("fallocate probe", directory, exc) from exc
         trials = (
             ("zero_range", FALLOC_FL_ZERO_RANGE, 0, 4096),
             ("punch_hole", FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 4096),
