@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 
 from oslo_config import cfg
@@ -31,6 +32,12 @@ ALLOWED_VMDK_TYPES = frozenset({"monolithicsparse", "streamoptimized"})
 # A raw disk with a partition table or an ISO 9660 file system is still raw
 # to qemu-img: the inspector names what it found inside.
 RAW_COMPATIBLE = frozenset({"raw", "gpt", "iso"})
+# The inspector's name -> qemu-img's (Glance says vhd too; qemu's driver is vpc).
+_QEMU_NAMES = {"vhd": "vpc"}
+# A key is needed to read these; nothing here has one, and a failure inside
+# qemu-img would name a temporary file, not the image.
+_ENCRYPTED = "it is encrypted ({how}), and images are read without a key here"
+_QCOW2_CRYPT_METHOD = 32  # offset of crypt_method in the qcow2 header: 0 none, 1 AES, 2 LUKS
 
 # Bytes per read while detecting, as format_inspector.detect_file_format reads.
 _DETECT_CHUNK = 4096
@@ -127,17 +134,23 @@ class ImageSafety:
     ) -> Inspection:
         inspector = _inspect(fd, path)
         detected = str(inspector)
-        qemu_format = "raw" if detected in RAW_COMPATIBLE else detected
-        problems = self._problems(inspector)
-        if declared_format and qemu_format != declared_format:
+        qemu_format = "raw" if detected in RAW_COMPATIBLE else qemu_name(detected)
+        encrypted = _encryption(fd, detected)
+        problems = self._problems(inspector) + encrypted
+        if declared_format and qemu_format != qemu_name(declared_format):
             reason = f"it was declared {declared_format} but its content is {detected}"
             if problems:
                 reason += f", and {problems[0]}"
             reason += ". Declare the format the image really has."
             raise exception.ImageUnacceptable(path=path, reason=reason)
         if problems:
+            advice = (
+                "Give it decrypted (qemu-img convert --object secret,...)"
+                if encrypted
+                else "Use a self-contained image"
+            )
             raise exception.ImageUnacceptable(
-                path=path, reason="; ".join(problems) + ". Use a self-contained image."
+                path=path, reason="; ".join(problems) + f". {advice}."
             )
         size = inspector.virtual_size
         if qemu_format == "raw":
@@ -175,6 +188,22 @@ class ImageSafety:
         except format_inspector.ImageFormatError as exc:
             return [f"it cannot be safety-checked ({exc})"]
         return []
+
+
+def qemu_name(fmt: str) -> str:
+    """The qemu-img name of a format named by the inspector or by Glance (vhd is vpc)."""
+    return _QEMU_NAMES.get(fmt, fmt)
+
+
+def _encryption(fd: int, detected: str) -> list[str]:
+    if detected == "luks":
+        return [_ENCRYPTED.format(how="a LUKS volume")]
+    if detected == "qcow2":
+        method = int.from_bytes(os.pread(fd, 4, _QCOW2_CRYPT_METHOD), "big")
+        if method:
+            how = {1: "qcow2 with AES", 2: "qcow2 with LUKS"}.get(method, f"qcow2 method {method}")
+            return [_ENCRYPTED.format(how=how)]
+    return []
 
 
 def _inspect(fd: int, path: str) -> format_inspector.FileInspector:

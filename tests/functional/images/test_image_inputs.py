@@ -164,3 +164,47 @@ def test_a_block_device_without_its_driver_is_refused(tmp_path):
     os.mknod(node, 0o600 | stat.S_IFBLK, os.makedev(240, 0))
     with pytest.raises(exception.ImageUnacceptable, match=r"it cannot be opened \(ENXIO"):
         source.check_source(node)
+
+
+# Formats by their qemu-img names, and images that need a key ------------------
+
+
+@pytest.mark.parametrize("declared", [None, "vpc", "vhd"], ids=["detected", "vpc", "glance-vhd"])
+def test_a_vhd_image_converts_as_qemu_img_calls_it(config, tmp_path, raw_image, declared):
+    vhd = str(tmp_path / "disk.vhd")
+    run("qemu-img", "convert", "-q", "-f", "raw", "-O", "vpc", raw_image, vhd)
+    assert inspection.ImageSafety().check(vhd, declared).format == "vpc"
+    out = str(tmp_path / "out.raw")
+    proc = cli(config, "convert", vhd, out, "-O", "raw", *(["-f", "vpc"] if declared else []))
+    assert proc.returncode == 0, proc.stderr
+    assert compare(vhd, "vpc", out, "raw").returncode == 0
+
+
+SECRET = "secret,id=s0,data=not-a-real-key"
+# A short key-derivation time keeps the test fast. qemu-img times its key
+# derivation with the thread's CPU clock, which on this VM sometimes reads no
+# progress ("Unable to get accurate CPU usage"): the create is tried again.
+QCOW2_LUKS = "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "how"),
+    [
+        ("qcow2", QCOW2_LUKS, "qcow2 with LUKS"),
+        ("luks", "key-secret=s0,iter-time=100", "a LUKS volume"),
+    ],
+    ids=["qcow2-luks", "luks"],
+)
+def test_an_encrypted_image_is_refused_naming_it(config, tmp_path, fmt, options, how):
+    path = str(tmp_path / f"secret.{fmt}")
+    argv = ["qemu-img", "create", "-q", "--object", SECRET, "-f", fmt, "-o", options, path, "4M"]
+    for _ in range(10):
+        made = subprocess.run(argv, capture_output=True, text=True)
+        if made.returncode == 0 or "accurate CPU usage" not in made.stderr:
+            break
+    assert made.returncode == 0, made.stderr
+    out = str(tmp_path / "out.raw")
+    proc = cli(config, "convert", path, out, "-O", "raw")
+    line = assert_one_line_error(proc, path)
+    assert f"it is encrypted ({how})" in line and "decrypted" in line, line
+    assert not os.path.exists(out)
