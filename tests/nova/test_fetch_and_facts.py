@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import subprocess
 import types
 from unittest import mock
 
@@ -55,6 +56,19 @@ class FetchRoutingTest(test.NoDBTestCase):
         # Nothing half-made is left in the cache (the entry's lock file aside).
         leftovers = [n for n in os.listdir(os.path.dirname(self.target)) if "lock" not in n]
         self.assertEqual([], leftovers)
+
+    def test_a_virtual_size_above_the_ceiling_is_refused_inside_nova(self):
+        # A small qcow2 claiming 2 EiB: refused before qemu-img walks it.
+        def download(context, image_id, path, trusted_certs=None):
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", path, "2E"],
+                check=True,
+            )
+
+        with mock.patch.object(fetch.nova_images, "fetch", side_effect=download):
+            caught = self.assertRaises(nova_exception.ImageUnacceptable, self._fetch, "qcow2")
+        self.assertIn("max_image_virtual_size_gb", str(caught))
+        self.nova_fetch.assert_not_called()
 
 
 class VolumeFactsTest(test.NoDBTestCase):

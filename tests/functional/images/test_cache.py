@@ -289,8 +289,8 @@ def test_prune_is_not_stopped_by_a_fifo_in_an_instance_directory(make_conf, tmp_
 def test_prune_removes_partial_fetches_whose_lock_nobody_holds(make_conf, tmp_path):
     """A killed fetch leaves its stage; prune removes it once nobody holds its lock.
 
-    Releases before the stages left ``<entry>.<pid>.part``: removed under the
-    entry's lock. Files of the cache directory that are not ours stay.
+    Releases before the stages left ``<entry>.<pid>.part`` and
+    ``<entry>.info.<pid>.tmp``: removed under the entry's lock. Files of the cache directory that are not ours stay.
     """
     conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
     cache = ImageCache(conf)
@@ -304,18 +304,18 @@ def test_prune_removes_partial_fetches_whose_lock_nobody_holds(make_conf, tmp_pa
         for name in (staging.LOCK, os.path.basename(entry)):
             with open(os.path.join(stage, name), "wb") as handle:
                 handle.write(b"x" * 4096)
-    legacy = f"{entry}.12345.part"
+    legacy, legacy_record = f"{entry}.12345.part", f"{entry}.info.12345.tmp"
     foreign = os.path.join(cache.base_dir, "notes.1.part")
-    for path in (legacy, foreign):
+    for path in (legacy, legacy_record, foreign):
         with open(path, "wb") as handle:
             handle.write(b"x" * 4096)
     holder = os.open(os.path.join(running, staging.LOCK), os.O_RDWR)
     try:
         fcntl.flock(holder, fcntl.LOCK_EX)  # this test plays the live fetch
-        assert sorted(cache.prune(max_age=0)) == sorted([abandoned, legacy])
+        assert sorted(cache.prune(max_age=0)) == sorted([abandoned, legacy, legacy_record])
     finally:
         os.close(holder)
-    assert not os.path.exists(abandoned) and not os.path.exists(legacy)
+    assert not any(os.path.exists(p) for p in (abandoned, legacy, legacy_record))
     assert os.path.exists(running) and os.path.exists(foreign)
 
 
