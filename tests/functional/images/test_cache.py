@@ -290,7 +290,8 @@ def test_prune_removes_partial_fetches_whose_lock_nobody_holds(make_conf, tmp_pa
     """A killed fetch leaves its stage; prune removes it once nobody holds its lock.
 
     Releases before the stages left ``<entry>.<pid>.part`` and
-    ``<entry>.info.<pid>.tmp``: removed under the entry's lock. Files of the cache directory that are not ours stay.
+    ``<entry>.info.<pid>.tmp``: removed under the entry's lock. Files of the
+    cache directory that are not ours stay.
     """
     conf = make_conf(DEFAULT={"instances_path": str(tmp_path / "instances")})
     cache = ImageCache(conf)
