@@ -63,7 +63,9 @@ def _connection_info(path):
     }
 
 
-class LiveMigrationVolumeTest(test.NoDBTestCase):
+class _MigrationCase(test.NoDBTestCase):
+    """The drop-in and a running guest whose domain is a stand-in."""
+
     def setUp(self):
         super().setUp()
         self.useFixture(nova_fixtures.LibvirtFixture())
@@ -74,6 +76,8 @@ class LiveMigrationVolumeTest(test.NoDBTestCase):
         self.domain.XMLDesc.return_value = RUNNING
         self.guest = libvirt_guest.Guest(self.domain)
 
+
+class LiveMigrationVolumeTest(_MigrationCase):
     def migrate(self, running=RUNNING):
         """The XML Nova gives libvirt for the destination."""
         self.domain.XMLDesc.return_value = running
@@ -175,10 +179,8 @@ PINNED = RUNNING.replace(
 )
 
 
-class LiveMigrationPinnedIOThreadsTest(test.NoDBTestCase):
+class LiveMigrationPinnedIOThreadsTest(_MigrationCase):
     """Nova's _update_numa_xml re-pins IOThread 1 only; every IOThread must move."""
-
-    setUp = LiveMigrationVolumeTest.setUp
 
     def migrate_pinned(self):
         self.domain.XMLDesc.return_value = PINNED
