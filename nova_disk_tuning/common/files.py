@@ -16,6 +16,22 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
 
+_KINDS = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def kind_of(mode: int) -> str:
+    """What ``st_mode`` says a file is, as messages name it ("a FIFO", "a directory")."""
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
 def remove_if_exists(path: str) -> bool:
     """Unlink ``path``; False if it was already gone (any other error is raised)."""
     try:

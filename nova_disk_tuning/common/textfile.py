@@ -18,6 +18,7 @@ import os
 import stat
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import kind_of
 from nova_disk_tuning.common.units import MiB
 
 CONFIG_LIMIT = 1 * MiB  # nova.conf files, connection_info, ceph.conf
@@ -25,13 +26,6 @@ RECORD_LIMIT = 16 * MiB  # instance records, domain XML, benchmark results
 
 _DEV_NULL = os.makedev(1, 3)  # the Linux device number of /dev/null, by any name
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 
 
 def read_bytes(path: str, what: str, limit: int = RECORD_LIMIT) -> bytes:
@@ -85,9 +79,8 @@ def read_text(path: str, what: str, limit: int = RECORD_LIMIT) -> str:
 
 def _check(path: str, what: str, st: os.stat_result, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
         raise exception.InputUnreadable(
-            what=what, path=path, reason=f"it is {kind}; give a regular file"
+            what=what, path=path, reason=f"it is {kind_of(st.st_mode)}; give a regular file"
         )
     if st.st_size > limit:
         raise _too_large(path, what, st.st_size, limit)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from nova_disk_tuning import exception
+from nova_disk_tuning.common.files import kind_of
 from nova_disk_tuning.storage import blockdev
 
 # O_NONBLOCK: opening a FIFO for reading blocks until a writer appears
@@ -37,12 +38,6 @@ from nova_disk_tuning.storage import blockdev
 # other children must not inherit it.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
-_KINDS = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISDIR, "a directory"),
-)
 _AGAIN = "copy or download the complete image again"
 
 # qcow2 header (docs/interop/qcow2.txt in QEMU), big-endian. Version 2 ends
@@ -190,7 +185,7 @@ def _open(path: str) -> int:
 def _refuse_kind(path: str, mode: int) -> None:
     if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
         return
-    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    kind = kind_of(mode)
     real = os.path.realpath(path)
     through = f" ({real}, through a symbolic link)" if real != os.path.abspath(path) else ""
     raise exception.ImageUnacceptable(
@@ -200,7 +195,7 @@ def _refuse_kind(path: str, mode: int) -> None:
 
 
 def _kind_name(mode: int) -> str:
-    return "block device" if stat.S_ISBLK(mode) else "regular file"
+    return kind_of(mode).removeprefix("a ")
 
 
 def _size(fd: int, mode: int) -> int:

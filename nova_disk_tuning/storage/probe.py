@@ -177,9 +177,9 @@ class StorageProbe:
         key = storage_key(st)
         if key not in self._direct_io:
             if key[0] == "blk":
-                result = _direct_read_block(path)
+                result = _direct_read(path, device=True)
             elif stat.S_ISREG(st.st_mode):
-                result = _direct_read_file(path)
+                result = _direct_read(path, device=False)
             else:
                 result = _direct_write_probe(_directory(path, st))
             LOG.info("O_DIRECT %s at %s", "works" if result else "does not work", path)
@@ -253,36 +253,22 @@ def _direct_write_probe(directory: str) -> bool:
         remove_if_exists(name)
 
 
-def _direct_read_file(path: str) -> bool:
-    """Read the first block of an existing file with O_DIRECT (an empty file reads nothing)."""
+def _direct_read(path: str, device: bool) -> bool:
+    """Read the first block of an existing file or device with O_DIRECT; False on EINVAL.
+
+    A device is read in its logical block size; a file in DIRECT_IO_BLOCK
+    (an empty file reads nothing, which still proves the open). Files are
+    opened O_NONBLOCK: a FIFO put in the file's place cannot block the probe.
+    """
+    flags = os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC | (0 if device else os.O_NONBLOCK)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             return False
         raise _probe_error("O_DIRECT probe", path, exc) from exc
-    buf = _aligned_buffer(DIRECT_IO_BLOCK)
     try:
-        os.preadv(fd, [buf], 0)
-        return True
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return False
-        raise _probe_error("O_DIRECT probe", path, exc) from exc
-    finally:
-        buf.close()
-        os.close(fd)
-
-
-def _direct_read_block(device: str) -> bool:
-    try:
-        fd = os.open(device, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return False
-        raise _probe_error("O_DIRECT probe", device, exc) from exc
-    try:
-        size = blockdev.logical_block_size(fd)
+        size = blockdev.logical_block_size(fd) if device else DIRECT_IO_BLOCK
         buf = _aligned_buffer(max(size, mmap.PAGESIZE))
         try:
             os.preadv(fd, [memoryview(buf)[:size]], 0)
@@ -292,7 +278,7 @@ def _direct_read_block(device: str) -> bool:
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             return False
-        raise _probe_error("O_DIRECT probe", device, exc) from exc
+        raise _probe_error("O_DIRECT probe", path, exc) from exc
     finally:
         os.close(fd)
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,14 @@ def filesystem(request, make_filesystem) -> str:
 def small_filesystem(make_filesystem) -> Mount:
     """A 16 MiB ext4 file system on a loop device, for running out of space."""
     return make_filesystem("ext4", size=16 * MiB)
+
+
+@pytest.fixture
+def test_driver_conf(tmp_path) -> Path:
+    """A nova.conf for the CLI: instances under tmp_path, libvirt's test driver."""
+    path = tmp_path / "nova.conf"
+    path.write_text(
+        f"[DEFAULT]\ninstances_path = {tmp_path / 'instances'}\n"
+        "[libvirt]\nconnection_uri = test:///default\nvirt_type = qemu\n"
+    )
+    return path

@@ -21,13 +21,8 @@ LATIN1 = os.fsdecode(b"caf\xe9")  # a name that is not UTF-8, as the shell hands
 
 
 @pytest.fixture
-def config(tmp_path) -> Path:
-    path = tmp_path / "nova.conf"
-    path.write_text(
-        f"[DEFAULT]\ninstances_path = {tmp_path / 'instances'}\n"
-        "[libvirt]\nconnection_uri = test:///default\nvirt_type = qemu\n"
-    )
-    return path
+def config(test_driver_conf) -> Path:
+    return test_driver_conf
 
 
 @pytest.fixture

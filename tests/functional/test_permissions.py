@@ -17,13 +17,8 @@ PROGRAM = [sys.executable, "-m", "nova_disk_tuning.cmd.main"]
 
 
 @pytest.fixture
-def config(tmp_path) -> Path:
-    path = tmp_path / "nova.conf"
-    path.write_text(
-        f"[DEFAULT]\ninstances_path = {tmp_path / 'instances'}\n"
-        "[libvirt]\nconnection_uri = test:///default\nvirt_type = qemu\n"
-    )
-    return path
+def config(test_driver_conf) -> Path:
+    return test_driver_conf
 
 
 def cli(config: Path, *argv: str) -> subprocess.CompletedProcess:
