@@ -15,7 +15,7 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests nova-suites genconfig genconfig-check docs-rules demo bench bench-quick releasenotes clean
+.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests nova-suites genconfig genconfig-check docs-rules docs demo bench bench-quick releasenotes clean
 
 all: test
 
@@ -103,7 +103,18 @@ docs-rules: $(STAMP_PY)
 releasenotes: $(STAMP_PY)
 	$(BIN)/reno lint
 
-test: pep8 typecheck genconfig-check unit functional e2e nova-tests releasenotes
+# The Sphinx documentation (doc/source), warnings as errors: the configuration
+# reference from the options, the release notes from releasenotes/notes.
+STAMP_DOCS := $(VENV)/.docs-deps
+$(STAMP_DOCS): $(STAMP_PY) doc/requirements.txt
+	$(BIN)/python -m pip install -q -r doc/requirements.txt
+	@touch $@
+
+docs: $(STAMP_DOCS)
+	rm -rf doc/build
+	$(BIN)/sphinx-build -W --keep-going -b html doc/source doc/build/html
+
+test: pep8 typecheck genconfig-check unit functional e2e nova-tests releasenotes docs
 
 demo: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work
@@ -121,4 +132,4 @@ bench-quick: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf bench --quick --path $(CURDIR)/bench-work --output bench-results
 
 clean:
-	rm -rf $(VENV) demo-work bench-work bench-results .pytest_cache .ruff_cache .hypothesis .stestr
+	rm -rf $(VENV) doc/build demo-work bench-work bench-results .pytest_cache .ruff_cache .hypothesis .stestr

@@ -56,6 +56,8 @@ def registered(conf: cfg.ConfigOpts) -> cfg.ConfigOpts:
     return conf
 
 
-def list_opts() -> dict[str, list[cfg.Opt]]:
-    """What the plugin adds to nova.conf inside Nova (for oslo-config-generator)."""
-    return {GROUP: list(disk_tuning.disk_tuning_opts)}
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """What the plugin adds to nova.conf inside Nova, as oslo-config-generator
+    and ``oslo_config.sphinxext`` read an ``oslo.config.opts`` entry point:
+    ``[(group, [opts])]``."""
+    return [(GROUP, list(disk_tuning.disk_tuning_opts))]

@@ -1,9 +1,11 @@
 """One nova.conf for Nova and the plugin: shared options mean the same to both."""
 
+import os
+import tempfile
 import unittest
 
 from nova.conf import CONF as NOVA_CONF
-from oslo_config import cfg
+from oslo_config import cfg, generator
 
 from nova_disk_tuning.conf import compute, default, libvirt
 from nova_disk_tuning.nova import conf as plugin_conf
@@ -64,4 +66,16 @@ class SharedOptionsTest(unittest.TestCase):
             plugin_conf.register_opts(nova)
 
     def test_plugin_adds_no_option_to_novas_groups(self):
-        self.assertEqual(["disk_tuning"], list(plugin_conf.list_opts()))
+        self.assertEqual(["disk_tuning"], [group for group, _ in plugin_conf.list_opts()])
+
+    def test_the_generator_renders_the_plugins_options_beside_novas(self):
+        # The entry point as oslo-config-generator loads it, with Nova's own namespace.
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "nova.conf.sample")
+            namespaces = ["--namespace", "nova.conf", "--namespace", "nova_disk_tuning.nova"]
+            generator.main([*namespaces, "--output-file", out])
+            with open(out) as sample:
+                text = sample.read()
+        self.assertIn("[disk_tuning]", text)
+        self.assertIn("#preallocate_images", text.split("[disk_tuning]", 1)[1])
+        self.assertIn("[libvirt]", text)

@@ -51,3 +51,55 @@ def test_every_python_package_of_the_repository_is_known():
         and not (ROOT / pathlib.PurePath(init).parent.parent / "__init__.py").exists()
     }
     assert found == PACKAGES, found
+
+
+# Each tox env and the Makefile target that does the same job.
+TOX_ENV_TARGETS = {
+    "testenv": ["unit"],
+    "testenv:functional": ["functional"],
+    "testenv:e2e": ["e2e"],
+    "testenv:nova": ["nova-tests"],
+    "testenv:pep8": ["pep8", "typecheck"],
+    "testenv:genconfig": ["genconfig"],
+    "testenv:docs": ["docs"],
+    "testenv:releasenotes": ["releasenotes"],
+}
+
+
+def makefile_recipe(target: str) -> list[str]:
+    """The commands of a Makefile target, as tox would spell them."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n)+)", text, re.M)
+    assert match, f"the Makefile has no target {target}"
+    commands = []
+    for line in match.group(1).splitlines():
+        line = line.strip().replace("$(PYTEST)", "pytest").replace("$(BIN)/", "")
+        line = line.replace("$(LINT_TREES)", " ".join(makefile_trees()))
+        # Environment assignments in front (NDT_FORBID_SKIPS=...): tox passes them on.
+        commands.append(re.sub(r"^(\w+=\S*\s+)+", "", line))
+    return commands
+
+
+def tox_commands(section: str) -> list[str]:
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    lines = tox[section]["commands"].splitlines()
+    return [line.replace("{posargs}", "").strip() for line in lines if line.strip()]
+
+
+def test_every_tox_env_runs_what_its_makefile_target_runs():
+    for section, targets in TOX_ENV_TARGETS.items():
+        make = [command for target in targets for command in makefile_recipe(target)]
+        assert tox_commands(section) == make, section
+
+
+def test_make_test_runs_every_job_that_tox_has():
+    prerequisites = re.search(r"^test: (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert prerequisites
+    jobs = set(prerequisites.group(1).split())
+    assert {t for targets in TOX_ENV_TARGETS.values() for t in targets} - jobs == {"genconfig"}
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert set(TOX_ENV_TARGETS) == {
+        s for s in tox.sections() if s.startswith("testenv") and s != "testenv:bench"
+    }
