@@ -63,7 +63,7 @@ def _write_random(path: str, size: int, data: int) -> None:
         os.fsync(handle.fileno())
 
 
-def _drop_caches(sources: list[str]) -> bool:
+def drop_caches(sources: list[str]) -> bool:
     """Cold sources: every clean page dropped (root), else the sources' own evicted."""
     os.sync()
     try:
@@ -152,7 +152,7 @@ def _experiment(
     variants = _variants(workdir, src, raw, dst)
     timings: dict[str, list[float]] = {v: [] for v in variants}
     sources = [src] + ([raw] if raw else [])
-    prepare = _warm if state == "warm" else _drop_caches
+    prepare = _warm if state == "warm" else drop_caches
     complete = False
     for _ in range(repeat):
         for variant, (_how, run) in variants.items():  # interleaved

@@ -42,6 +42,7 @@ EXPERIMENTS: dict[str, str] = {
     "conversion": "nova_disk_tuning_bench.conversion",
     "layouts": "nova_disk_tuning_bench.layouts",
     "spawn": "nova_disk_tuning_bench.spawn",
+    "resize": "nova_disk_tuning_bench.resize",
 }
 QUICK_REPEAT = 2
 FULL_REPEAT = 3

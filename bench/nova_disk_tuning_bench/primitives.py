@@ -42,7 +42,7 @@ def run(workdir: str, quick: bool = False, repeat: int = 3) -> list[Result]:
     zero_size = 256 * MiB if quick else 4 * GiB
     prealloc_size = 1 * GiB if quick else 20 * GiB
     os.makedirs(workdir, exist_ok=True)
-    _check_space(workdir, prealloc_size + zero_size)
+    check_space(workdir, prealloc_size + zero_size)
     fs = StorageProbe().fs_type(workdir)
     results = zero_file(workdir, fs, zero_size, repeat)
     if os.geteuid() == 0:
@@ -105,7 +105,7 @@ def _zero_experiment(name: str, path: str, size: int, repeat: int) -> list[Resul
         "ours": ours,
         "dd": lambda: _dd(path, size, extra=("oflag=direct", "conv=fsync,notrunc")),
     }
-    seconds = _interleave(variants, repeat)
+    seconds = interleave(variants, repeat)
     return [
         Result(
             name,
@@ -152,7 +152,7 @@ def preallocation(workdir: str, fs: str, size: int, repeat: int, dd_once: bool) 
 
     variants = {"ours": ours, "nova": nova, "dd": dd}
     try:
-        seconds = _interleave(variants, repeat, cleanup=lambda: _remove_and_sync(path))
+        seconds = interleave(variants, repeat, cleanup=lambda: remove_and_sync(path))
     finally:
         remove_if_exists(path)
     once = " (measured once: writing it takes minutes)" if dd_once else ""
@@ -176,10 +176,10 @@ def preallocation(workdir: str, fs: str, size: int, repeat: int, dd_once: bool) 
     ]
 
 
-# Helpers -------------------------------------------------------------------------
+# Helpers, also of the resize experiment ------------------------------------------
 
 
-def _interleave(
+def interleave(
     variants: Mapping[str, Callable[[], bool | None]],
     repeat: int,
     cleanup: Callable[[], None] | None = None,
@@ -209,7 +209,7 @@ def _dd(path: str, size: int, extra: tuple[str, ...]) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
-def _check_space(workdir: str, needed: int) -> None:
+def check_space(workdir: str, needed: int) -> None:
     st = os.statvfs(workdir)
     free = st.f_bavail * st.f_frsize
     if free < needed + GiB:
@@ -219,7 +219,7 @@ def _check_space(workdir: str, needed: int) -> None:
         )
 
 
-def _remove_and_sync(path: str) -> None:
+def remove_and_sync(path: str) -> None:
     # Freeing 20 GiB of extents is journal work that would otherwise land
     # on whichever variant runs next (measured: fallocate 0.15-0.47 s).
     remove_if_exists(path)

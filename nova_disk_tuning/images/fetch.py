@@ -9,16 +9,14 @@ from __future__ import annotations
 import errno
 import os
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from nova_disk_tuning import exception
-from nova_disk_tuning.common.units import MiB
 from nova_disk_tuning.images.source import Source, open_source
+from nova_disk_tuning.storage.copy import ExtentCopier
 
 ProgressCallback = Callable[[float], None]
-_CHUNK = 8 * MiB
-_NO_COPY_FILE_RANGE = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 class Fetcher(Protocol):
@@ -29,16 +27,13 @@ class Fetcher(Protocol):
 class LocalFileFetcher:
     """A local path or ``file://`` URL, copied extent by extent.
 
-    Holes stay holes (SEEK_DATA/SEEK_HOLE) and the data goes through
-    copy_file_range, which the kernel may turn into a reflink or a
-    server-side copy. Across file systems the kernel refuses it (EXDEV since
-    Linux 5.19); then plain reads and writes do, remembered per fetcher. A
-    block device is copied whole, as large as the device, with reads and
-    writes.
+    Holes stay holes and the data goes through copy_file_range
+    (:class:`nova_disk_tuning.storage.copy.ExtentCopier`); a block device is
+    copied whole, as large as the device.
     """
 
     def __init__(self) -> None:
-        self._copy_file_range = True
+        self._copier = ExtentCopier()
 
     def fetch(self, source: str, dest: str, progress: ProgressCallback | None = None) -> int:
         path = local_path(source)
@@ -57,7 +52,8 @@ class LocalFileFetcher:
             # Never readable by more than the source (a 0600 image stays 0600).
             dst_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, source.copy_mode)
             try:
-                self._copy(src_fd, dst_fd, source, progress)
+                whole = source.kind == "block device"
+                self._copier.copy(src_fd, dst_fd, size, whole=whole, progress=progress)
                 os.ftruncate(dst_fd, size)
             finally:
                 os.close(dst_fd)
@@ -70,53 +66,6 @@ class LocalFileFetcher:
             raise exception.ImageError(
                 path=source.path, reason=f"copy to {dest} failed: {exc}"
             ) from None
-
-    def _copy(self, src: int, dst: int, source: Source, progress: ProgressCallback | None) -> None:
-        # A block device is copied whole with reads and writes: lseek(SEEK_DATA)
-        # on one fails with EINVAL (Linux's fixed_size_llseek knows only SET,
-        # CUR and END) and so does copy_file_range (not a regular file), which
-        # must not turn copy_file_range off for the files this fetcher copies.
-        block = source.kind == "block device"
-        extents = [(0, source.size)] if block else _data_extents(src, source.size)
-        for start, end in extents:
-            position = start
-            while position < end:
-                length = min(_CHUNK, end - position)
-                copied = self._copy_chunk(src, dst, length, position, ranged=not block)
-                if copied == 0:
-                    raise OSError(errno.EIO, "source shrank while copying")
-                position += copied
-                if progress is not None:
-                    progress(100.0 * position / source.size)
-
-    def _copy_chunk(self, src: int, dst: int, length: int, offset: int, ranged: bool) -> int:
-        if ranged and self._copy_file_range:
-            try:
-                return os.copy_file_range(src, dst, length, offset, offset)
-            except OSError as exc:
-                if exc.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                self._copy_file_range = False
-        data = os.pread(src, length, offset)
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(dst, view, offset)
-            view, offset = view[written:], offset + written
-        return len(data)
-
-
-def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of each data extent of a regular file: its holes are skipped."""
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole remains
-                return
-            raise
-        offset = os.lseek(fd, start, os.SEEK_HOLE)
-        yield start, offset
 
 
 def local_path(source: str) -> str:

@@ -1,7 +1,7 @@
 """``disk_tuning.LibvirtDriver``: Nova's libvirt driver, with the project's disks.
 
 A subclass of ``nova.virt.libvirt.driver.LibvirtDriver`` that overrides
-six seams and nothing else:
+seven seams and nothing else:
 
 * ``_get_guest_config``: where every guest XML Nova builds comes from (spawn,
   hard reboot, rescue, resize; a live migration carries the running XML
@@ -16,7 +16,9 @@ six seams and nothing else:
   conversion in place of Nova's (:mod:`.imagebackend`);
 * ``_cleanup_lvm``: ``volume_clear = zero`` through the fast-zero chain;
 * ``manage_image_cache``: after Nova's image cache manager removed unused
-  bases, the records the project keeps beside them go too.
+  bases, the records the project keeps beside them go too;
+* ``migrate_disk_and_power_off``: a resize or cold migration on this host
+  copies each disk's data, not its preallocation (:mod:`.resize`).
 
 Everything else (scheduling, networking, migration, the whole life cycle) is
 Nova's, unchanged.
@@ -44,7 +46,7 @@ from nova_disk_tuning.images.cache import ImageCache
 from nova_disk_tuning.images.qemu_img import QemuImg
 from nova_disk_tuning.nova import conf as nova_conf
 from nova_disk_tuning.nova import disks as nova_disks
-from nova_disk_tuning.nova import imagebackend, privsep, render
+from nova_disk_tuning.nova import imagebackend, privsep, render, resize
 from nova_disk_tuning.nova.tune import describe, tune_config
 from nova_disk_tuning.policy.decide import decide
 from nova_disk_tuning.policy.facts import HostCaps
@@ -55,6 +57,7 @@ LOG = logging.getLogger(__name__)
 # The guest this thread is live-migrating (set by _live_migration_operation,
 # read by _get_volume_config while Nova rewrites the XML for the destination).
 _MIGRATING: contextvars.ContextVar[Any] = contextvars.ContextVar("ndt_migrating", default=None)
+resize.install()
 
 
 class LibvirtDriver(nova_driver.LibvirtDriver):
@@ -138,6 +141,12 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
                 "Disk tuning failed; the guest keeps Nova's disk settings", instance=instance
             )
         return guest
+
+    # -- resize and cold migration ------------------------------------------------------
+
+    def migrate_disk_and_power_off(self, *args: Any, **kwargs: Any) -> Any:
+        with resize.sparse_copies():
+            return super().migrate_disk_and_power_off(*args, **kwargs)
 
     # -- the image cache ---------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
 from nova_disk_tuning.storage import fallocate as falloc
-from nova_disk_tuning.storage.probe import StorageProbe
+from nova_disk_tuning.storage.probe import StorageProbe, covers
 
 LOG = logging.getLogger(__name__)
 
@@ -104,6 +104,14 @@ def _fallocate(path: str, size: int, keep_size: bool) -> PreallocResult:
                 operation="preallocate", path=path, reason="not a regular file"
             )
         old_size, had = st.st_size, st.st_blocks * 512
+        if not created and covers(had, size) and (keep_size or old_size >= size):
+            # Made whole once already (by an earlier call, or by qemu-img's
+            # preallocation=falloc): Nova asks again at every hard reboot,
+            # start and resize, and an fallocate + fsync of an allocated
+            # file is work for nothing. A disk whose guest discarded blocks
+            # has holes again, so it does not cover its size and is filled.
+            os.close(fd)
+            return PreallocResult(True, "none", f"already allocated ({had} of {size} bytes)")
         wanted = max(size - had, 0)
         free = _free(fd)
         if wanted > free:

@@ -114,3 +114,32 @@ def test_the_probe_is_shared_and_cached(filesystem, monkeypatch):
     )
     preallocate(os.path.join(filesystem, "b"), MiB, probe=probe)
     assert calls == []
+
+
+@pytest.mark.parametrize("filesystem", ["ext4", "xfs", "tmpfs"], indirect=True)
+@pytest.mark.parametrize("keep_size", [False, True])
+def test_an_allocated_disk_is_not_allocated_again(filesystem, keep_size, monkeypatch):
+    # Nova asks at every hard reboot and start: the second call must not
+    # fallocate (nor fsync) what the first made whole.
+    path = os.path.join(filesystem, "disk.raw")
+    util.fill(path, MiB)
+    assert preallocate(path, 16 * MiB, keep_size=keep_size).method != "none"
+    calls = []
+    real = prealloc_mod.falloc.fallocate
+    monkeypatch.setattr(prealloc_mod.falloc, "fallocate", lambda *a: calls.append(a) or real(*a))
+    again = preallocate(path, 16 * MiB, keep_size=keep_size)
+    assert (again.allocated, again.method, calls) == (True, "none", [])
+    assert "already allocated" in again.reason
+    # A guest's discard punches holes: the next call fills them, data kept.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        punch = prealloc_mod.falloc.FALLOC_FL_PUNCH_HOLE | prealloc_mod.falloc.FALLOC_FL_KEEP_SIZE
+        real(fd, punch, MiB // 2, MiB // 4)  # inside the data (and i_size)
+    finally:
+        os.close(fd)
+    assert util.allocated(path) < 16 * MiB
+    refilled = preallocate(path, 16 * MiB, keep_size=keep_size)
+    assert refilled.method != "none" and len(calls) == 1
+    assert util.allocated(path) >= 16 * MiB
+    assert util.read(path, 0, MiB // 2) == util.expected_pattern(0, MiB // 2)
+    assert util.read(path, MiB // 2, MiB // 4) == bytes(MiB // 4)  # discarded stays zero

@@ -8,7 +8,7 @@ from nova_disk_tuning_bench.model import Result
 
 def test_repetitions_are_interleaved():
     order: list[str] = []
-    seconds = bench._interleave(
+    seconds = bench.interleave(
         {"ours": lambda: order.append("ours"), "dd": lambda: order.append("dd")}, 3
     )
     assert order == ["ours", "dd"] * 3
