@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,8 +48,10 @@ def copy_image(
     compression: bool = True,
 ) -> None:
     """Nova's ``copy_image``, with runs of zeroes left as holes on this host."""
-    # A directory (a ploop disk) or a destination already there: Nova's cp.
-    if host or not _SPARSE.get() or not _regular(src) or os.path.lexists(dest):
+    # A directory (a ploop disk), a destination already there, or a process
+    # embedded without a Python to start the copy with: Nova's cp.
+    local = not host and _SPARSE.get() and bool(sys.executable)
+    if not local or not _regular(src) or os.path.lexists(dest):
         _NOVA_COPY_IMAGE(
             src,
             dest,
