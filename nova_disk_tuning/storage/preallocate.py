@@ -23,7 +23,7 @@ from oslo_log import log as logging
 from nova_disk_tuning import exception
 from nova_disk_tuning.common.files import fsync_dir, remove_if_exists
 from nova_disk_tuning.storage import fallocate as falloc
-from nova_disk_tuning.storage.probe import StorageProbe, covers
+from nova_disk_tuning.storage.probe import StorageProbe
 
 LOG = logging.getLogger(__name__)
 
@@ -104,20 +104,17 @@ def _fallocate(path: str, size: int, keep_size: bool) -> PreallocResult:
                 operation="preallocate", path=path, reason="not a regular file"
             )
         old_size, had = st.st_size, st.st_blocks * 512
-        if not created and covers(had, size) and (keep_size or old_size >= size):
-            # Made whole once already (by an earlier call, or by qemu-img's
-            # preallocation=falloc): Nova asks again at every hard reboot,
-            # start and resize, and an fallocate + fsync of an allocated
-            # file is work for nothing. A disk whose guest discarded blocks
-            # has holes again, so it does not cover its size and is filled.
-            os.close(fd)
-            return PreallocResult(True, "none", f"already allocated ({had} of {size} bytes)")
         wanted = max(size - had, 0)
         free = _free(fd)
         if wanted > free:
             # Checked first so a disk that cannot fit fails at once instead
             # of after allocating (and releasing) gigabytes.
             raise exception.InsufficientStorage(path=path, wanted=wanted, free=free)
+        # A repeat call (Nova asks at every hard reboot, start and resize)
+        # allocates only what is missing: the holes a guest's discard punched.
+        # It is not skipped when st_blocks cover the size: blocks past EOF, or
+        # extent-tree blocks, can hide a hole; and on a whole 4 GiB disk the
+        # repeat cost 0.06-1.9 ms of fallocate and 0.1 ms of fsync here.
         mode = falloc.FALLOC_FL_KEEP_SIZE if keep_size else 0
         try:
             falloc.fallocate(fd, mode, 0, size)

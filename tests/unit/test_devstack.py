@@ -54,7 +54,7 @@ PHASES = [
 ]
 
 
-def run_devstack(tmp_path, phases=PHASES, **env) -> subprocess.CompletedProcess:
+def run_devstack(tmp_path, phases=PHASES, **env: str | None) -> subprocess.CompletedProcess:
     nova_conf = tmp_path / "nova.conf"
     if not nova_conf.exists():
         nova_conf.write_text("[DEFAULT]\ncompute_driver = libvirt.LibvirtDriver\n")
@@ -70,6 +70,7 @@ def run_devstack(tmp_path, phases=PHASES, **env) -> subprocess.CompletedProcess:
         "PATH": "/usr/bin:/bin",
     }
     variables.update(env)
+    variables = {name: value for name, value in variables.items() if value is not None}
     return subprocess.run(
         ["bash", "-c", "\n".join(script)],
         env=variables,
@@ -159,3 +160,19 @@ def test_a_host_without_the_compute_service_is_left_alone(tmp_path):
     assert result.returncode == 0, result.stderr
     assert calls(tmp_path) == ["define_plugin nova-disk-tuning"]
     assert (tmp_path / "nova.conf").read_text() == before
+
+
+def test_a_missing_nova_conf_at_post_config_stops_in_one_line(tmp_path):
+    result = run_devstack(tmp_path, NOVA_CONF=str(tmp_path / "absent.conf"))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "NOVA_CONF" in line and "absent.conf" in line and "is not a file" in line
+
+
+def test_unset_variables_under_set_u_are_no_bash_error(tmp_path):
+    # DevStack sets them; the plugin must still not die on "unbound variable".
+    env = {"NOVA_CPU_CONF": None, "DEST": None}
+    phases = [("stack", "install"), ("stack", "post-config"), ("unstack", "")]
+    result = run_devstack(tmp_path, phases=phases, **env)
+    assert result.returncode == 0, result.stderr
+    assert "unbound variable" not in result.stderr
