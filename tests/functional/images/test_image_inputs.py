@@ -23,13 +23,8 @@ TIMEOUT = 60
 
 
 @pytest.fixture
-def config(tmp_path) -> str:
-    path = tmp_path / "nova.conf"
-    path.write_text(
-        f"[DEFAULT]\ninstances_path = {tmp_path / 'instances'}\n"
-        "[libvirt]\nconnection_uri = test:///default\n"
-    )
-    return str(path)
+def config(test_driver_conf) -> str:
+    return str(test_driver_conf)
 
 
 def cli(config: str, *args: str) -> subprocess.CompletedProcess:
