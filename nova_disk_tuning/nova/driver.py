@@ -144,9 +144,30 @@ class LibvirtDriver(nova_driver.LibvirtDriver):
 
     # -- resize and cold migration ------------------------------------------------------
 
-    def migrate_disk_and_power_off(self, *args: Any, **kwargs: Any) -> Any:
+    def migrate_disk_and_power_off(
+        self,
+        context: Any,
+        instance: Any,
+        dest: Any,
+        flavor: Any,
+        network_info: Any,
+        block_device_info: Any = None,
+        timeout: int = 0,
+        retry_interval: int = 0,
+    ) -> Any:
+        # Nova's own signature (its test_public_api_signatures holds every
+        # driver to the base class's).
         with resize.sparse_copies():
-            return super().migrate_disk_and_power_off(*args, **kwargs)
+            return super().migrate_disk_and_power_off(
+                context,
+                instance,
+                dest,
+                flavor,
+                network_info,
+                block_device_info=block_device_info,
+                timeout=timeout,
+                retry_interval=retry_interval,
+            )
 
     # -- the image cache ---------------------------------------------------------------
 
