@@ -6,7 +6,7 @@ or a shared file system), and with ``rsync --sparse`` to another host. A
 preallocated disk has no holes for ``cp`` to skip: its allocated but
 unwritten extents read as zeroes and ``cp`` writes every one of them
 (``bench --only resize``: a 4 GiB preallocated raw disk with a tenth
-written took 6.6 s against 0.9 s for Nova's own sparse disk). The drop-in
+written took 6.6 s against 0.86 s for Nova's own sparse disk). The drop-in
 copies only the data (``nova_disk_tuning.storage.copy``, in a process of its
 own, as Nova's ``cp`` is) and ``finish_migration`` then preallocates the
 copy as a spawn does (the image backends' ``cache``), one fallocate.
