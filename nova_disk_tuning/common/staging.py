@@ -298,9 +298,19 @@ def remove_stage_at(parent_fd: int, name: str) -> bool:
     try:
         fd = _open_lock(stage_fd)
         if fd is None:
-            # No lock file: its maker died between mkdir and creating it (or
-            # is just about to, and will find the stage gone and make another).
-            return _remove_contents(parent_fd, name, stage_fd)
+            # No lock file: its maker died between mkdir and creating it, or
+            # is creating it now. Only an empty stage goes (rmdir): a maker
+            # whose lock file appeared meanwhile keeps its stage (ENOTEMPTY),
+            # and one that creates it after the rmdir finds the stage gone and
+            # makes another. Emptying it here removed a live run's stage
+            # (seen: racing converts, a loser's stage gone mid-convert).
+            try:
+                os.rmdir(name, dir_fd=parent_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    return False
+                raise
+            return True
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

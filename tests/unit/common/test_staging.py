@@ -330,3 +330,18 @@ def test_opening_a_stage_twice_is_refused(tmp_path):
     finally:
         stage.close()
     assert listing(tmp_path) == []
+
+
+def test_a_sweep_that_saw_no_lock_file_never_empties_the_stage(tmp_path, monkeypatch):
+    # The maker creates its lock file between the sweep's look and its removal:
+    # the stage has contents, so it is live and stays.
+    stage = tmp_path / (staging.stage_prefix("disk.raw") + "0123456789abcdef")
+    stage.mkdir()
+    (stage / staging.LOCK).write_text("")
+    monkeypatch.setattr(staging, "_open_lock", lambda stage_fd: None)
+    assert staging.sweep(str(tmp_path)) == []
+    assert (stage / staging.LOCK).exists()
+    # An empty one is a maker that died before its lock file: it goes.
+    (stage / staging.LOCK).unlink()
+    assert staging.sweep(str(tmp_path)) == [str(stage)]
+    assert not stage.exists()
