@@ -22,6 +22,13 @@ Kernel command line parameters:
     names as the target and run each fio job file in order with terse output.
 ``ndt.timeout=60``
     Seconds to wait for each disk to appear (default 60).
+``ndt.stay=1``
+    After ``NDT-DONE``, stay up and idle instead of powering off, like a server
+    whose life cycle a cloud drives (stop, reboot, resize).
+
+With no ``ndt.*`` parameter at all (a command line that is not ours, such as
+the fixed one of Nova's rescue), the guest prints ``NDT-IDLE`` on ``ttyS0``
+and stays up idle, touching no disk.
 
 Serial console lines (one per line, nothing else starts with ``NDT-``)::
 
@@ -38,11 +45,12 @@ Serial console lines (one per line, nothing else starts with ``NDT-``)::
     NDT-FIO <job> fail <fio's stderr, on one line>
     NDT-BENCH done
     NDT-DONE
+    NDT-IDLE                          (booted with no ndt.* parameter)
 
 After ``NDT-DONE`` the guest runs ``sync`` and ``poweroff -f``: the domain shuts off
-by itself. If ``/init`` ever dies the kernel panics and, with ``panic=-1`` on the
-command line, reboots, which ``on_reboot=destroy`` ends. :func:`parse_console`
-turns the log into a :class:`GuestReport`.
+by itself (unless ``ndt.stay=1``). If ``/init`` ever dies the kernel panics and,
+with ``panic=-1`` on the command line, reboots, which ``on_reboot=destroy`` ends.
+:func:`parse_console` turns the log into a :class:`GuestReport`.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class GuestReport:
 
     booted: bool = False
     done: bool = False
+    idle: bool = False
     results: dict[str, str] = dataclasses.field(default_factory=dict)
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)
     sums: dict[tuple[str, int, int], str] = dataclasses.field(default_factory=dict)
@@ -92,12 +101,13 @@ def guest_cmdline(
     timeout: int = 60,
     extra: str = "",
     bench: str | None = None,
+    stay: bool = False,
 ) -> str:
     """The kernel command line for a guest that writes to ``disks``.
 
     ``sums`` holds ``(disk, offset_mib, length_mib)`` ranges to checksum before writes;
-    ``bench`` names the jobs disk. ``panic=-1`` turns a dead init into a reboot, which
-    ``on_reboot=destroy`` ends.
+    ``bench`` names the jobs disk; ``stay`` keeps the guest up after its report.
+    ``panic=-1`` turns a dead init into a reboot, which ``on_reboot=destroy`` ends.
     """
     # rootfstype=ramfs: the initramfs otherwise unpacks into a tmpfs capped at half
     # the guest's RAM, and fio's libraries (about 85 MiB) overflow that in a 256 MiB
@@ -112,6 +122,8 @@ def guest_cmdline(
     if bench:
         parts.append(f"ndt.bench={bench}")
     parts.append(f"ndt.timeout={int(timeout)}")
+    if stay:
+        parts.append("ndt.stay=1")
     if extra:
         parts.append(extra)
     return " ".join(parts)
@@ -137,6 +149,8 @@ def _parse_line(report: GuestReport, line: str) -> None:
         report.booted = True
     elif tag == "NDT-DONE":
         report.done = True
+    elif tag == "NDT-IDLE":
+        report.idle = True
     elif tag == "NDT-RESULT" and len(words) >= 3:
         report.results[words[1]] = " ".join(words[2:])
     elif tag == "NDT-SIZE" and len(words) == 3 and words[2].isdigit():

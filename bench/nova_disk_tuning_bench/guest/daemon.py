@@ -100,6 +100,11 @@ log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 # virtlogd must be up before libvirtd starts a domain, so wait for its socket.
 SUPERVISOR = r"""
 set -eu
+# A host name of its own (a private UTS namespace): what libvirt reports as the
+# host, so two nova-computes on one machine are two hypervisors to Nova.
+if [ -n "${NDT_HOSTNAME:-}" ]; then
+    echo "$NDT_HOSTNAME" > /proc/sys/kernel/hostname
+fi
 for mount in "$@"; do
     mount --bind "${mount#*=}" "${mount%%=*}"
 done
@@ -129,8 +134,14 @@ exit "$status"
 class PrivateLibvirtd:
     """A running private libvirtd; use :meth:`start` / :meth:`stop` or :func:`private_libvirtd`."""
 
-    def __init__(self, base: Path, capabilities_cache: Path | None = DEFAULT_CAPS_CACHE) -> None:
+    def __init__(
+        self,
+        base: Path,
+        capabilities_cache: Path | None = DEFAULT_CAPS_CACHE,
+        hostname: str | None = None,
+    ) -> None:
         self.base = base
+        self.hostname = hostname
         self.etc = base / "etc"
         self.run = base / "run"
         self.lib = base / "lib"
@@ -174,8 +185,12 @@ class PrivateLibvirtd:
             "LANG": "C",
             "LIBVIRT_DRIVER_DIR": str(self.drivers),
         }
+        namespaces = ["--mount"]
+        if self.hostname:
+            namespaces.append("--uts")
+            env["NDT_HOSTNAME"] = self.hostname
         argv = [
-            "unshare", "--mount", "--propagation", "private", "--",
+            "unshare", *namespaces, "--propagation", "private", "--",
             "sh", "-c", SUPERVISOR, "ndt-libvirtd",
             *(f"{target}={source}" for target, source in self._mounts().items()),
         ]  # fmt: skip
@@ -335,12 +350,16 @@ def private_libvirtd(
     base_dir: str | None = None,
     timeout: float = 90.0,
     capabilities_cache: Path | None = DEFAULT_CAPS_CACHE,
+    hostname: str | None = None,
 ) -> Iterator[PrivateLibvirtd]:
-    """Start a private libvirtd for the duration of the ``with`` block (root only)."""
+    """Start a private libvirtd for the duration of the ``with`` block (root only).
+
+    ``hostname``: the host name libvirt reports (a UTS namespace of its own).
+    """
     if os.geteuid() != 0:
         raise LibvirtdError("a private libvirtd with the QEMU system driver needs root")
     base = Path(tempfile.mkdtemp(prefix="ndt-libvirtd-", dir=base_dir))
-    daemon = PrivateLibvirtd(base, capabilities_cache)
+    daemon = PrivateLibvirtd(base, capabilities_cache, hostname)
     try:
         daemon.start(timeout=timeout)
         yield daemon

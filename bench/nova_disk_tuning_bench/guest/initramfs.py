@@ -49,6 +49,7 @@ done < /modules/order
 disks=""
 sums=""
 bench=""
+stay=""
 timeout=60
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -56,8 +57,18 @@ for arg in $(cat /proc/cmdline); do
         ndt.sums=*) sums=$(echo "${arg#ndt.sums=}" | tr ',' ' ') ;;
         ndt.bench=*) bench="${arg#ndt.bench=}" ;;
         ndt.timeout=*) timeout="${arg#ndt.timeout=}" ;;
+        ndt.stay=1) stay=1 ;;
     esac
+    case "$arg" in ndt.*) told=1 ;; esac
 done
+
+# No ndt.* parameter at all: a boot whose command line is not ours (Nova's
+# rescue of a kernel image uses its own fixed one, whose last console is hvc0).
+# Say so on the serial port itself and stay up idle, like a plain server.
+if [ -z "${told:-}" ]; then
+    echo "NDT-IDLE" > /dev/ttyS0
+    while :; do sleep 3600; done
+fi
 
 MIB=1048576
 
@@ -155,6 +166,10 @@ run_bench() {
 
 echo "NDT-DONE"
 sync
+# ndt.stay=1: stay up like a real server (a cloud's life cycle stops it), idle.
+if [ -n "$stay" ]; then
+    while :; do sleep 3600; done
+fi
 poweroff -f
 # poweroff -f does not return; if it did, panic (=> reboot => on_reboot destroy).
 exit 1
