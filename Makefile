@@ -15,7 +15,7 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests nova-suites genconfig genconfig-check docs-rules docs demo bench bench-quick releasenotes clean
+.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests onebox nova-demo nova-suites genconfig genconfig-check docs-rules docs demo bench bench-quick releasenotes clean
 
 all: test
 
@@ -76,6 +76,26 @@ e2e: $(STAMP_PY)
 nova-tests: $(STAMP_NOVA)
 	$(BIN)/stestr run
 
+# The one-box Nova (bench/nova_disk_tuning_bench/onebox): Nova's services,
+# placement and glance as real processes with private MariaDB, RabbitMQ and
+# libvirtds; the Debian packages of bindep's onebox profile, glance and
+# gunicorn from onebox-requirements.txt.
+STAMP_ONEBOX := $(VENV)/.onebox-deps
+$(STAMP_ONEBOX): $(STAMP_NOVA) onebox-requirements.txt bindep.txt
+	tools/install-debs --bindep $(BINDEP) --profile onebox
+	$(BIN)/python -m pip install -q -r onebox-requirements.txt
+	@touch $@
+
+# A server on each driver through its life cycle, side by side (root; about 5 minutes).
+NOVA_DEMO_WORK ?= /var/tmp/ndt-onebox
+
+nova-demo: $(STAMP_ONEBOX)
+	$(BIN)/python -m nova_disk_tuning_bench.onebox --workdir $(NOVA_DEMO_WORK)
+
+# The same as a test: the XML, QEMU's command line, the guest's read-back, the logs.
+onebox: $(STAMP_ONEBOX)
+	NDT_FORBID_SKIPS=$(ROOT_TESTS) $(PYTEST) tests/onebox -q
+
 # Nova 34's own libvirt suites (tests/nova_suites), once on Nova's driver and
 # once on the drop-in, the same test ids: the outcomes must agree except for
 # the divergences listed with their reasons in tests/nova_suites/divergences.yaml.
@@ -118,7 +138,7 @@ docs: $(STAMP_DOCS)
 	rm -rf doc/build
 	$(BIN)/sphinx-build -W --keep-going -b html doc/source doc/build/html
 
-test: pep8 typecheck genconfig-check unit functional e2e nova-tests releasenotes docs
+test: pep8 typecheck genconfig-check unit functional e2e nova-tests onebox releasenotes docs
 
 demo: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work

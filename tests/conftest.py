@@ -24,7 +24,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if getattr(report, "wasxfail", None):
         return
     suite = item.path.relative_to(item.config.rootpath).parts[:2]
-    if suite in (("tests", "functional"), ("tests", "e2e")):
+    if suite in (("tests", "functional"), ("tests", "e2e"), ("tests", "onebox")):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped in a run that must not skip (NDT_FORBID_SKIPS): {reason}"

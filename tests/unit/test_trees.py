@@ -59,6 +59,7 @@ TOX_ENV_TARGETS = {
     "testenv:functional": ["functional"],
     "testenv:e2e": ["e2e"],
     "testenv:nova": ["nova-tests"],
+    "testenv:onebox": ["onebox"],
     "testenv:pep8": ["pep8", "typecheck"],
     "testenv:genconfig": ["genconfig"],
     "testenv:docs": ["docs"],
