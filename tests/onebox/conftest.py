@@ -23,6 +23,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.root)
 
 
+def processes_naming(workdir: Path) -> list[int]:
+    """Pids whose command line names ``workdir`` (libvirtd, virtlogd, QEMU, Nova's services)."""
+    mine = str(workdir).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if mine in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 @dataclasses.dataclass
 class Run:
     """What one run of the box showed, and the box itself (stopped by then)."""

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 
-from nova_disk_tuning_bench.guest import procs as guest_procs
 from nova_disk_tuning_bench.onebox import procs, report
+
+from tests.onebox.conftest import processes_naming
 
 
 def _first_boot_disks(run, name):
@@ -71,6 +72,6 @@ def test_no_service_logged_a_warning_or_traceback(onebox):
 
 def test_stopping_the_box_ended_every_process_it_started(onebox):
     assert procs.reap(onebox.box.workdir) == []
+    assert processes_naming(onebox.box.workdir) == []
     for daemon in onebox.box.daemons.values():
-        assert guest_procs.reap_pidfiles(daemon.base) == []
         assert not os.path.exists(daemon.socket)

@@ -20,6 +20,14 @@ BIN = Path(sys.prefix) / "bin"
 # Nova's three databases and placement's.
 DATABASES = ("nova_api", "nova_cell0", "nova", "placement")
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+# The Debian package of each program the box runs (bindep.txt's onebox
+# profile installs them; mariadb-client comes with mariadb-server).
+PACKAGES = {
+    "mariadbd": "mariadb-server",
+    "mariadb-install-db": "mariadb-server",
+    "mariadb": "mariadb-server",
+    str(RABBITMQ_SERVER): "rabbitmq-server",
+}
 GUNICORN_HOOKS = "python:nova_disk_tuning_bench.onebox.gunicorn_hooks"
 
 
@@ -41,10 +49,10 @@ class Endpoints:
         return f"rabbit://guest:guest@127.0.0.1:{self.amqp_port}/"
 
 
-def _binary(name: str, package: str) -> str:
+def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise OneboxError(f"{name} is not installed: install the Debian package {package}")
+        raise OneboxError(f"{name} is not installed: install the Debian package {PACKAGES[name]}")
     return path
 
 
@@ -68,12 +76,12 @@ def http_ok(url: str) -> bool:
 def start_mariadb(services: Services, ends: Endpoints) -> None:
     root = services.workdir / "mariadb"
     data = root / "data"
-    mariadbd = _binary("mariadbd", "mariadb-server")
+    mariadbd = _binary("mariadbd")
     data.mkdir(parents=True)
     services.run(
         "mariadb-install-db",
         [
-            _binary("mariadb-install-db", "mariadb-server"), "--no-defaults",
+            _binary("mariadb-install-db"), "--no-defaults",
             f"--datadir={data}", "--user=root", "--auth-root-authentication-method=normal",
             "--skip-test-db",
         ],
@@ -96,7 +104,7 @@ def start_mariadb(services: Services, ends: Endpoints) -> None:
     create = " ".join(f"CREATE DATABASE {name};" for name in DATABASES)
     services.run(
         "mariadb-create",
-        [_binary("mariadb", "mariadb-client"), "--no-defaults", f"--socket={root / 'sock'}",
+        [_binary("mariadb"), "--no-defaults", f"--socket={root / 'sock'}",
          "-u", "root", "-e", create],
     )  # fmt: skip
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from lxml import etree
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +35,15 @@ def _disk_cell(boot: Boot, target: str) -> str:
     return f"{xml}\nQEMU: {qemu}"
 
 
+def disk_xml(boot: Boot, target: str) -> str:
+    """The ``<disk>`` element of ``target`` in the domain XML of ``boot``."""
+    for disk in etree.fromstring(boot.xml.encode()).iterfind("devices/disk"):
+        found = disk.find("target")
+        if found is not None and found.get("dev") == target:
+            return etree.tostring(disk, pretty_print=True).decode().strip()
+    return "-"
+
+
 def all_held(outcomes: list[Outcome], unexpected: list[str]) -> bool:
     return not unexpected and all(
         not o.problems and not o.leftovers and o.snapshot_pattern_ok for o in outcomes
@@ -52,6 +62,11 @@ def print_report(outcomes: list[Outcome], unexpected: list[str]) -> None:
     for target in ("vda", "vdb"):
         disks.add_row(target, *(_disk_cell(first[o.compute.name], target) for o in outcomes))
     console.print(disks)
+    xml = Table(title="The root disk's XML, as libvirt has it", show_lines=True)
+    for outcome in outcomes:
+        xml.add_column(outcome.compute.driver, overflow="fold")
+    xml.add_row(*(disk_xml(first[o.compute.name], "vda") for o in outcomes))
+    console.print(xml, markup=False)
     if dropin is not None:
         for target in ("vda", "vdb"):
             console.print(f"Why, for {target} (the drop-in's nova-compute log):", style="bold")

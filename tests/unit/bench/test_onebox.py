@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import threading
@@ -16,7 +18,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 from nova_disk_tuning_bench.guest import console
-from nova_disk_tuning_bench.onebox import box, guests, neutron_standin, nova, procs
+from nova_disk_tuning_bench.onebox import box, guests, infra, neutron_standin, nova, procs
 from nova_disk_tuning_bench.onebox.guests import Boot, Contents, DiskView
 from nova_disk_tuning_bench.onebox.procs import OneboxError, Services
 
@@ -170,3 +172,59 @@ def test_the_work_directory_is_emptied_only_if_a_run_made_it(tmp_path):
     box._clear(ours)
     assert sorted(p.name for p in ours.iterdir()) == [box.MARKER]
     assert os.path.exists("/etc/hostname") or os.path.isdir("/etc")
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+
+def test_every_program_the_box_runs_comes_from_bindeps_onebox_profile():
+    profiles = {}
+    for line in (ROOT / "bindep.txt").read_text().splitlines():
+        match = re.match(r"^([a-z0-9.+-]+) \[platform:dpkg ?([^\]]*)\]", line)
+        if match:
+            profiles[match.group(1)] = set(match.group(2).split())
+    for program, package in infra.PACKAGES.items():
+        assert "onebox" in profiles.get(package, set()), (program, package)
+    for package in ("qemu-system-x86", "libvirt-daemon", "libvirt-daemon-driver-qemu", "kmod"):
+        assert "onebox" in profiles[package], package
+    # make nova-demo and make onebox install that profile and the Python side first.
+    makefile = (ROOT / "Makefile").read_text()
+    stamp = re.search(r"^\$\(STAMP_ONEBOX\):.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert stamp and "--profile onebox" in stamp.group(1)
+    assert "-r onebox-requirements.txt" in stamp.group(1)
+    for target in ("nova-demo", "onebox"):
+        assert re.search(rf"^{target}: \$\(STAMP_ONEBOX\)", makefile, re.M), target
+
+
+DOMAIN = """<domain><iothreads>2</iothreads><devices>
+<disk type="file" device="disk"><driver name="qemu" type="qcow2" cache="none" io="native"
+ iothread="1"/><source file="/i/SERVER/disk"/><target dev="vda" bus="virtio"/></disk>
+</devices></domain>"""
+
+
+def test_the_report_shows_both_drivers_the_xml_and_the_drop_ins_reasons(tmp_path, capsys):
+    from nova_disk_tuning_bench.onebox import lifecycle, report
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "nova-compute-dropin.log").write_text(
+        "2026-12-02 INFO nova_disk_tuning.nova.tune [req] [instance: SERVER] "
+        "Disk vda: cache=none (O_DIRECT works); io=native (preallocated)\n"
+    )
+    outcomes = []
+    for name, driver in (("nova", nova.NOVA_DRIVER), ("dropin", nova.DROPIN_DRIVER)):
+        compute = nova.Compute(name, driver, "uri", tmp_path / f"instances-{name}")
+        view = DiskView("vda", "/i/SERVER/disk", {"cache": "none"}, "native", True, None)
+        outcome = lifecycle.Outcome(compute, server_id="SERVER", snapshot_pattern_ok=True)
+        outcome.boots.append(Boot("boot", console.GuestReport(done=True), DOMAIN, [view]))
+        outcome.seconds["boot"] = 4.2
+        outcomes.append(outcome)
+    assert (
+        report.reasons(outcomes[1], "vda")
+        == "cache=none (O_DIRECT works); io=native (preallocated)"
+    )
+    report.print_report(outcomes, ["nova-api.log: a WARNING line"])
+    out = capsys.readouterr().out
+    for text in ("libvirt.LibvirtDriver", "disk_tuning.LibvirtDriver", "io=native (preallocated)",
+                 'iothread="1"', "4.2", "LOG nova-api.log: a WARNING line"):  # fmt: skip
+        assert text in out, text
+    assert not report.all_held(outcomes, ["a line"]) and report.all_held(outcomes, [])
