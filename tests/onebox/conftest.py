@@ -56,18 +56,7 @@ def onebox(request: pytest.FixtureRequest) -> Iterator[Run]:
     workdir = Path("/var/tmp") / f"ndt-onebox-test-{os.getpid()}"
     try:
         with OneBox(workdir) as box:
-            outcomes = {
-                name: lifecycle.run(
-                    box.nova,
-                    box.glance,
-                    box.images,
-                    compute,
-                    box.daemons[name],
-                    box.image,
-                    box.flavors,
-                )
-                for name, compute in box.computes.items()
-            }
+            outcomes = lifecycle.run_all(box)
             unexpected = box.unexpected_log_lines()
     except (OneboxError, GuestKitError, LibvirtdError) as exc:
         pytest.fail(f"the one-box failed: {exc}", pytrace=False)

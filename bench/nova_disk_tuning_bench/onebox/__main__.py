@@ -43,46 +43,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     if args.measure_resize:
-        return _measure_resize(args.workdir, args.measure_resize)
+        computes: tuple[str, ...] = ("nova", "nova-space", "dropin")
+    else:
+        computes = ("nova", "dropin")
     try:
-        with OneBox(args.workdir) as box:
+        with OneBox(args.workdir, computes=computes) as box:
             print(f"one-box up: nova-api {box.nova_url}, logs in {box.services.logs}")
-            outcomes = [
-                lifecycle.run(
-                    box.nova,
-                    box.glance,
-                    box.images,
-                    compute,
-                    box.daemons[name],
-                    box.image,
-                    box.flavors,
-                )
-                for name, compute in box.computes.items()
-            ]
-            unexpected = box.unexpected_log_lines()
+            if args.measure_resize:
+                times, problems = resize.measure(box, args.measure_resize)
+            else:
+                outcomes = list(lifecycle.run_all(box).values())
+                unexpected = box.unexpected_log_lines()
     except KeyboardInterrupt:
         print("interrupted: everything the one-box started is stopped", file=sys.stderr)
         return 130
     except (OneboxError, GuestKitError, LibvirtdError) as exc:
         print(f"one-box failed: {exc}", file=sys.stderr)
         return 1
+    if args.measure_resize:
+        report.print_resize(times, problems)
+        return 0 if not problems else 1
     report.print_report(outcomes, unexpected)
     return 0 if report.all_held(outcomes, unexpected) else 1
-
-
-def _measure_resize(workdir: Path, repeat: int) -> int:
-    try:
-        with OneBox(workdir, computes=("nova", "nova-space", "dropin")) as box:
-            print(f"one-box up: nova-api {box.nova_url}, logs in {box.services.logs}")
-            times, problems = resize.measure(box, repeat)
-    except KeyboardInterrupt:
-        print("interrupted: everything the one-box started is stopped", file=sys.stderr)
-        return 130
-    except (OneboxError, GuestKitError, LibvirtdError) as exc:
-        print(f"one-box failed: {exc}", file=sys.stderr)
-        return 1
-    report.print_resize(times, problems)
-    return 0 if not problems else 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nova_disk_tuning_bench.guest import console, domains
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd
@@ -25,6 +26,9 @@ from nova_disk_tuning_bench.onebox.guests import (
 )
 from nova_disk_tuning_bench.onebox.nova import Compute
 from nova_disk_tuning_bench.onebox.procs import OneboxError
+
+if TYPE_CHECKING:
+    from nova_disk_tuning_bench.onebox.box import OneBox
 
 # What Nova itself keeps in an instances path once its servers are gone: the
 # image cache, its lock files, the directory live snapshots are made in and
@@ -170,3 +174,12 @@ def run(
     outcome.seconds["delete"] = time.monotonic() - t0
     outcome.leftovers = leftovers(compute.instances, server.id)
     return outcome
+
+
+def run_all(box: OneBox) -> dict[str, Outcome]:
+    """The life cycle of one server on each of the box's computes, one after the other."""
+    return {
+        name: run(box.nova, box.glance, box.images, compute, box.daemons[name], box.image,
+                  box.flavors)
+        for name, compute in box.computes.items()
+    }  # fmt: skip
