@@ -15,7 +15,7 @@ PYTEST := $(BIN)/python -m pytest
 # In CI (root) the functional and e2e suites must run: turn their skips into failures.
 ROOT_TESTS := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e nova-tests onebox nova-demo nova-suites genconfig genconfig-check docs-rules docs demo bench bench-quick releasenotes clean
+.PHONY: all deps system-deps venv test pep8 typecheck unit functional e2e stack-next e2e-next nova-tests onebox nova-demo nova-suites genconfig genconfig-check docs-rules docs demo bench bench-quick releasenotes clean
 
 all: test
 
@@ -69,6 +69,20 @@ functional: $(STAMP_PY)
 
 e2e: $(STAMP_PY)
 	NDT_FORBID_SKIPS=$(ROOT_TESTS) $(PYTEST) tests/e2e -q
+
+# The second stack: libvirt 11.3 and QEMU 10.0 from bookworm-backports, unpacked
+# under /var/cache/nova-disk-tuning/stacks/next (never installed into the system),
+# and the e2e suite (bench guest --quick included) and the real guest through Nova
+# run again on it, in a mount namespace where it is /usr
+# (bench/nova_disk_tuning_bench/guest/stacks.py).
+STACK_RUN := $(BIN)/python -m nova_disk_tuning_bench.guest.stacks run
+
+stack-next: $(STAMP_PY)
+	$(BIN)/python -m nova_disk_tuning_bench.guest.stacks install next
+
+e2e-next: stack-next $(STAMP_NOVA)
+	$(STACK_RUN) next -- env NDT_FORBID_SKIPS=$(ROOT_TESTS) $(PYTEST) tests/e2e -q
+	$(STACK_RUN) next -- $(BIN)/stestr run tests.nova.test_real_guest
 
 # Nova's harness and Nova's own tests against the drop-in (stestr, .stestr.conf:
 # Nova's test classes do not run under pytest). The only skips are the two
@@ -138,7 +152,7 @@ docs: $(STAMP_DOCS)
 	rm -rf doc/build
 	$(BIN)/sphinx-build -W --keep-going -b html doc/source doc/build/html
 
-test: pep8 typecheck genconfig-check unit functional e2e nova-tests onebox releasenotes docs
+test: pep8 typecheck genconfig-check unit functional e2e e2e-next nova-tests onebox releasenotes docs
 
 demo: $(STAMP_PY)
 	$(BIN)/nova-disk-tuning --config-file etc/nova-disk-tuning/demo.conf demo --workdir demo-work

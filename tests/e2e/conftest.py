@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nova_disk_tuning_bench.guest import console, domains, kit
+from nova_disk_tuning_bench.guest import console, domains, kit, stacks
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd, private_libvirtd
 from nova_disk_tuning_bench.guest.errors import GuestKitError, LibvirtdError
 
@@ -72,9 +72,34 @@ def libvirtd() -> Iterator[PrivateLibvirtd]:
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
         with private_libvirtd() as daemon:
+            _check_stack(daemon)
             yield daemon
     except LibvirtdError as exc:
         pytest.fail(f"cannot start the private libvirtd: {exc}", pytrace=False)
+
+
+STACK_VERSIONS: dict[str, str] = {}
+
+
+def _check_stack(daemon: PrivateLibvirtd) -> None:
+    """The daemon runs the stack this leg names (NDT_STACK), or the leg fails."""
+    STACK_VERSIONS.update(daemon.versions())
+    marker = stacks.current().installed() or {}
+    for key in ("libvirt", "qemu"):
+        expected = marker.get(key)
+        if expected is not None and STACK_VERSIONS[key] != expected:
+            pytest.fail(
+                f"stack {marker['name']}: the private daemon reports {key} "
+                f"{STACK_VERSIONS[key]}, the stack has {expected}",
+                pytrace=False,
+            )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if STACK_VERSIONS:
+        terminalreporter.write_line(
+            "e2e on stack {stack}: libvirt {libvirt}, QEMU {qemu}".format(**STACK_VERSIONS)
+        )
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from lxml import etree
 from nova.conf import CONF
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import integrated_helpers
-from nova_disk_tuning_bench.guest import console, domains
+from nova_disk_tuning_bench.guest import console, domains, stacks
 from nova_disk_tuning_bench.guest.daemon import private_libvirtd
 from nova_disk_tuning_bench.guest.kit import build_guest_kit
 
@@ -64,6 +64,11 @@ class RealGuestThroughNovaTest(
         daemon = private_libvirtd(base_dir="/var/tmp")
         self.daemon = daemon.__enter__()
         self.addCleanup(daemon.__exit__, None, None, None)
+        # On the stack this run names (NDT_STACK, make e2e-next), or it fails.
+        versions, marker = self.daemon.versions(), stacks.current().installed() or {}
+        for key in ("libvirt", "qemu"):
+            if key in marker:
+                self.assertEqual(versions[key], marker[key], f"stack {marker['name']}: {key}")
         self.flags(api_paste_config=harness.api_paste(), group="wsgi")
         self.instances = self.useFixture(fixtures.TempDir(rootdir="/var/tmp")).path
         self.flags(instances_path=self.instances)

@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING
 
 from oslo_log import log as logging
 
+from nova_disk_tuning.common.versions import format_version, version_from_int
+from nova_disk_tuning_bench.guest import stacks
 from nova_disk_tuning_bench.guest.errors import LibvirtdError
 from nova_disk_tuning_bench.guest.prerequisites import (
     ensure_qemu_identities,
@@ -149,6 +151,13 @@ class PrivateLibvirtd:
         # QEMU capabilities probing costs several seconds per fresh daemon; libvirt
         # validates its cache (QEMU and libvirtd binaries, kernel, KVM) and writes it by
         # rename, so private daemons can share one. None keeps it private too.
+        # One cache per stack: the same /usr/bin path names another QEMU on each, and
+        # libvirt would re-probe each time the other stack's daemon wrote it.
+        stack = stacks.current()
+        if capabilities_cache is not None and stack is not stacks.STOCK:
+            capabilities_cache = capabilities_cache.with_name(
+                f"{capabilities_cache.name}-{stack.name}"
+            )
         self.cache = capabilities_cache or base / "cache"
         self.drivers = base / "drivers"
         self.socket = self.run / "libvirt-sock"
@@ -328,6 +337,15 @@ class PrivateLibvirtd:
         import libvirt
 
         return libvirt.open(self.uri)
+
+    def versions(self) -> dict[str, str]:
+        """The daemon's libvirt and QEMU versions, as its stack reports them."""
+        assert self._keeper is not None, "the daemon is not running"
+        return {
+            "stack": stacks.current().name,
+            "libvirt": format_version(version_from_int(self._keeper.getLibVersion())),
+            "qemu": format_version(version_from_int(self._keeper.getVersion())),
+        }
 
     def qemu_pidfile(self, domain_name: str) -> Path:
         return self.run / "qemu" / f"{domain_name}.pid"
