@@ -118,8 +118,14 @@ def check_qemu_matches_explain(driver: LibvirtDriver, name: str, argv: list[str]
         assert args.aio == io, (fact.name, args, decided.io)
         assert args.cache_direct is (decided.cache.value in ("none", "directsync")), fact.name
         assert args.device is not None and args.device.driver.startswith("virtio-blk")
-        if decided.iothread.value is None:
-            assert args.iothread is None, fact.name
+        mapping = args.device.raw.get("iothread-vq-mapping")
+        if decided.iothread_queues.value:
+            # Per-queue mapping (libvirt >= 10.0, QEMU >= 9.0): the queues, not the disk.
+            spread = {f"iothread{k}": list(v) for k, v in decided.iothread_queues.value.items()}
+            assert {e["iothread"]: e["vqs"] for e in mapping} == spread, (fact.name, mapping)
+            assert set(spread) <= set(threads)
+        elif decided.iothread.value is None:
+            assert args.iothread is None and mapping is None, fact.name
         else:
             assert args.iothread == f"iothread{decided.iothread.value}", fact.name
             assert args.iothread in threads
@@ -178,7 +184,12 @@ def test_spawned_guests_get_the_explained_tuning_and_write_their_disks(
         for result in (qcow2, flat):
             for disk in result.tuning.disks:
                 assert (disk.cache.value, disk.io.value) == ("none", "native"), disk
-        assert [d.iothread.value for d in qcow2.tuning.disks] == [1, 2]
+        if any(d.iothread_queues.value for d in qcow2.tuning.disks):
+            # The stack maps queues: one queue each (1 vCPU), over both IOThreads.
+            used = sorted(k for d in qcow2.tuning.disks for k in d.iothread_queues.value)
+            assert used == [1, 2], [d.iothread_queues for d in qcow2.tuning.disks]
+        else:
+            assert [d.iothread.value for d in qcow2.tuning.disks] == [1, 2]
 
         for driver, result in ((qcow2_driver, qcow2), (flat_driver, flat)):
             name = result.record.to_dict()["name"]
