@@ -148,17 +148,34 @@ class RealGuestThroughNovaTest(
             # What QEMU was really given.
             args = domains.disk_by_source(argv, path)
             self.assertEqual(("native", True), (args.aio, args.cache_direct), name)
-            self.assertEqual(f"iothread{driver.get('iothread')}", args.iothread, name)
+            # One IOThread per disk, or (libvirt >= 10.0 with QEMU >= 9.0) the disk's
+            # queues mapped over IOThreads: QEMU got the same as the XML says.
+            threads = _disk_iothreads(driver)
+            if driver.get("iothread") is not None:
+                self.assertEqual([f"iothread{t}" for t in threads], [args.iothread], name)
+            else:
+                mapping = args.device.raw.get("iothread-vq-mapping") or []
+                self.assertEqual(
+                    sorted(f"iothread{t}" for t in threads),
+                    sorted(e["iothread"] for e in mapping),
+                    name,
+                )
             # What the guest wrote is in the disk, seen through QEMU's block layer.
             data = domains.read_image(path, "qcow2", console.PATTERN_OFFSET, MiB)
             self.assertEqual(console.expected_pattern(name), data, name)
-        self.assertEqual(
-            {"vda": "1", "vdb": "2"},
-            {
-                d.find("target").get("dev"): d.find("driver").get("iothread")
-                for d in root.iterfind("devices/disk")
-            },
-        )
+        used = {
+            d.find("target").get("dev"): _disk_iothreads(d.find("driver"))
+            for d in root.iterfind("devices/disk")
+        }
+        # Both IOThreads carry disk I/O, either way.
+        self.assertEqual({"1", "2"}, set().union(*used.values()), used)
+
+
+def _disk_iothreads(driver) -> list[str]:
+    """The IOThread ids a disk's ``<driver>`` uses (attribute, or per-queue mapping)."""
+    if driver.get("iothread") is not None:
+        return [driver.get("iothread")]
+    return [t.get("id") for t in driver.iterfind("iothreads/iothread")]
 
 
 class NovaAloneRealGuestTest(RealGuestThroughNovaTest):
