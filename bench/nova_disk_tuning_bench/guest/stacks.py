@@ -191,8 +191,8 @@ def _probe_versions(root: Path) -> dict[str, str]:
 
 def install(stack: Stack) -> dict[str, object]:
     """Make ``stack`` ready (idempotent); returns its marker."""
-    if stack.suite is None or (marker := stack.installed()) is not None:
-        return stack.installed() or {}
+    if (marker := stack.installed()) is not None:
+        return marker  # the host's own stack, or one already unpacked
     if os.geteuid() != 0:
         raise StackError(reason=f"installing stack {stack.name} needs root (apt, dpkg-deb)")
     if _codename() != "bookworm":
