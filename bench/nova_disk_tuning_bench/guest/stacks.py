@@ -193,6 +193,7 @@ def install(stack: Stack) -> dict[str, object]:
     """Make ``stack`` ready (idempotent); returns its marker."""
     if (marker := stack.installed()) is not None:
         return marker  # the host's own stack, or one already unpacked
+    assert stack.suite is not None  # installed() is never None for the host's stack
     if os.geteuid() != 0:
         raise StackError(reason=f"installing stack {stack.name} needs root (apt, dpkg-deb)")
     if _codename() != "bookworm":
