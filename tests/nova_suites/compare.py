@@ -82,7 +82,13 @@ def problems(nova: dict[str, str], dropin: dict[str, str], listed: dict, seen: l
         if before == after and entry is None:
             continue
         if entry is None:
-            yield f"new divergence: {test_id}: {before} on Nova's driver, {after} on the drop-in"
+            unfinished = " (never finished: the run's log has the watchdog's stacks)" * (
+                "missing" in (before, after)
+            )
+            yield (
+                f"new divergence: {test_id}: {before} on Nova's driver, {after} on the drop-in"
+                + unfinished
+            )
         elif after != entry["dropin"] or before != entry.get("nova", "success"):
             yield (
                 f"listed divergence changed: {test_id}: listed {entry.get('nova', 'success')}"

@@ -15,9 +15,11 @@ not exist) from one that hides a bug.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
+import sys
 import traceback
 
 from nova import test as nova_test
@@ -27,6 +29,15 @@ from tests.nova import harness
 SUITE = os.environ.get("NDT_NOVA_SUITE", "nova")
 EVENTS = os.environ.get("NDT_NOVA_SUITE_EVENTS")
 _CURRENT = {"test": None}
+# oslotest's OS_TEST_TIMEOUT raises in the test's thread from SIGALRM, which a
+# deadlocked worker may never run (seen once: test_numa_live_migration held a
+# worker until CI's own time ran out). faulthandler's watchdog is a C thread:
+# a minute later it prints every thread's stack to the log and ends the worker,
+# so the run goes on and ``compare`` names the test that never finished.
+# NDT_TEST_WATCHDOG (seconds) overrides it, for the test of the watchdog itself.
+WATCHDOG = int(
+    os.environ.get("NDT_TEST_WATCHDOG") or int(os.environ.get("OS_TEST_TIMEOUT") or 0) + 60
+)
 
 
 class _Events(logging.Handler):
@@ -62,6 +73,17 @@ def _track_tests() -> None:
         return real(self, *args, **kwargs)
 
     nova_test.TestCase.setUp = setUp
+    real_run = nova_test.TestCase.run
+
+    def run(self, *args, **kwargs):
+        faulthandler.dump_traceback_later(WATCHDOG, exit=True, file=sys.stderr)
+        try:
+            return real_run(self, *args, **kwargs)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+    if WATCHDOG > 0 and (os.environ.get("NDT_TEST_WATCHDOG") or WATCHDOG > 60):
+        nova_test.TestCase.run = run
     real_conf = conf_fixture.ConfFixture.setUp
 
     def conf_setUp(fixture):

@@ -1,0 +1,48 @@
+"""The watchdog of ``make nova-suites``: a test that hangs ends its worker, with stacks.
+
+A test that deadlocks does not run oslotest's SIGALRM timeout; the watchdog
+``tests/nova_suites/rebind.py`` arms around every Nova test is faulthandler's
+C thread, so the run goes on and the log says where it hung.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+from nova import test
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HANGS = textwrap.dedent(
+    """
+    import threading
+
+    from tests.nova_suites import rebind  # noqa: F401  (arms the watchdog)
+    from nova import test
+
+
+    class Hangs(test.NoDBTestCase):
+        def test_waits_for_ever(self):
+            threading.Event().wait()
+    """
+)
+
+
+class WatchdogTest(test.NoDBTestCase):
+    def test_a_hung_test_ends_its_worker_and_prints_where(self):
+        with tempfile.TemporaryDirectory() as where:
+            with open(os.path.join(where, "ndt_hangs.py"), "w") as module:
+                module.write(HANGS)
+            env = dict(os.environ, NDT_TEST_WATCHDOG="3", NDT_NOVA_SUITE="nova",
+                       PYTHONPATH=os.pathsep.join([where, ROOT]))  # fmt: skip
+            env.pop("OS_TEST_TIMEOUT", None)
+            proc = subprocess.run(
+                [sys.executable, "-m", "testtools.run", "ndt_hangs.Hangs"],
+                capture_output=True, text=True, env=env, cwd=ROOT, timeout=180,
+            )  # fmt: skip
+        self.assertNotEqual(0, proc.returncode, proc.stdout)
+        self.assertIn("Timeout (0:00:03)!", proc.stderr)
+        # Every thread's stack; under eventlet a hung green thread shows as the
+        # hub's wait, and ``compare`` names the test that never finished.
+        self.assertIn("most recent call first", proc.stderr)
