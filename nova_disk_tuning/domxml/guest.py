@@ -13,6 +13,7 @@ names every public class and constant.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from lxml import etree
@@ -34,6 +35,42 @@ _MEMORY_UNITS = {
 }  # fmt: skip
 
 
+# libvirt's own bound on a CPU number in a cpuset (VIR_DOMAIN_CPUMASK_LEN).
+_MAX_CPU = 16383
+
+
+_CPUSET_PART = re.compile(r"(\^?)(\d+)(?:-(\d+))?", re.ASCII)
+
+
+def _host_cpu(tag: str) -> base.Check:
+    return base.int_range(f"domain/cputune/{tag}", 0, _MAX_CPU)
+
+
+def format_cpuset(cpus: list[int]) -> str:
+    """libvirt's cpuset syntax for a list of host CPUs: ``0,2-3``."""
+    ordered = sorted(set(cpus))
+    spans: list[list[int]] = []
+    for cpu in ordered:
+        if spans and cpu == spans[-1][1] + 1:
+            spans[-1][1] = cpu
+        else:
+            spans.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def parse_cpuset(text: str | None, path: str, name: str) -> list[int]:
+    """The host CPUs of a libvirt cpuset (``0-3,^2,5``), in order."""
+    chosen: set[int] = set()
+    for part in (text or "").split(","):
+        found = _CPUSET_PART.fullmatch(part.strip())
+        if found is None:
+            raise base.invalid(name, path, text, "a cpuset like '0-3,^2,5'")
+        exclude, low, high = found.groups()
+        span = set(range(int(low), int(high or low) + 1))
+        chosen = chosen - span if exclude else chosen | span
+    return sorted(chosen)
+
+
 class LibvirtConfigGuest(LibvirtConfigObject):
     """``<domain>``: what a bootable KVM/QEMU guest needs, plus its devices."""
 
@@ -45,6 +82,10 @@ class LibvirtConfigGuest(LibvirtConfigObject):
     vcpus: int | None
     iothreads: int | None
     iothread_ids: list[int]
+    # <cputune>: host CPUs per vCPU, per IOThread id, and for QEMU's main loop.
+    vcpu_pins: dict[int, list[int]]
+    iothread_pins: dict[int, list[int]]
+    emulator_pin: list[int]
     os_type: str
     os_arch: str | None
     os_mach_type: str | None
@@ -69,6 +110,13 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         "vcpus": base.positive_int("domain/vcpu"),
         "iothreads": base.positive_int("domain/iothreads"),
         "iothread_ids": base.ListOf(base.positive_int("domain/iothreadids/iothread")),
+        "vcpu_pins": base.DictOfLists(
+            base.int_range("domain/cputune/vcpupin", 0, _MAX_CPU), _host_cpu("vcpupin")
+        ),
+        "iothread_pins": base.DictOfLists(
+            base.positive_int("domain/cputune/iothreadpin"), _host_cpu("iothreadpin")
+        ),
+        "emulator_pin": base.ListOf(_host_cpu("emulatorpin")),
         "os_type": base.enum("domain/os/type", "hvm", required=True),
         "os_arch": base.pattern("domain/os/type", r"[a-z0-9_]+", "architectures like 'x86_64'"),
         "os_mach_type": base.text("domain/os/type"),
@@ -100,6 +148,7 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         if self.memory is None or self.vcpus is None:
             raise base.invalid("memory/vcpus", "domain", None, "positive integers")
         self._validate_iothreads()
+        self._validate_pins()
         disks = [d for d in self.devices if isinstance(d, LibvirtConfigGuestDisk)]
         # Every disk has a target_dev: super().validate() validated each disk.
         targets = Counter(d.target_dev for d in disks if d.target_dev is not None)
@@ -145,6 +194,23 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                     f"IOThread ids defined by the domain: {sorted(known) or 'none'}",
                 )  # fmt: skip
 
+    def _validate_pins(self) -> None:
+        assert self.vcpus is not None  # validate() checked it first
+        for vcpu, cpus in self.vcpu_pins.items():
+            if vcpu >= self.vcpus or not cpus:
+                raise base.invalid(
+                    "vcpu_pins", "domain/cputune/vcpupin", {vcpu: cpus},
+                    f"vCPU numbers below vcpus = {self.vcpus}, each with a host CPU",
+                )  # fmt: skip
+        known = set(self.iothread_ids) or set(range(1, (self.iothreads or 0) + 1))
+        for thread, cpus in self.iothread_pins.items():
+            if thread not in known or not cpus:
+                raise base.invalid(
+                    "iothread_pins", "domain/cputune/iothreadpin", {thread: cpus},
+                    f"IOThread ids defined by the domain ({sorted(known) or 'none'}), "
+                    "each with a host CPU",
+                )  # fmt: skip
+
     # XML ------------------------------------------------------------------------
 
     def format_dom(self) -> etree._Element:
@@ -161,6 +227,7 @@ class LibvirtConfigGuest(LibvirtConfigObject):
             ids = etree.SubElement(root, "iothreadids")
             for thread_id in self.iothread_ids:
                 etree.SubElement(ids, "iothread", id=str(thread_id))
+        self._format_cputune(root)
         self._format_os(root)
         if self.features:
             features = etree.SubElement(root, "features")
@@ -177,6 +244,38 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         for device in self.devices:
             devices.append(device.format_dom())
         return root
+
+    def _format_cputune(self, root: etree._Element) -> None:
+        if not (self.vcpu_pins or self.iothread_pins or self.emulator_pin):
+            return
+        tune = etree.SubElement(root, "cputune")
+        for vcpu, cpus in self.vcpu_pins.items():
+            etree.SubElement(tune, "vcpupin", vcpu=str(vcpu), cpuset=format_cpuset(cpus))
+        if self.emulator_pin:
+            etree.SubElement(tune, "emulatorpin", cpuset=format_cpuset(self.emulator_pin))
+        for thread, cpus in self.iothread_pins.items():
+            etree.SubElement(tune, "iothreadpin", iothread=str(thread), cpuset=format_cpuset(cpus))
+
+    def _parse_cputune(self, tune: etree._Element) -> None:
+        vcpus: dict[int, list[int]] = {}
+        threads: dict[int, list[int]] = {}
+        for child in tune:
+            path = f"domain/cputune/{child.tag}"
+            if child.tag == "vcpupin":
+                check = self.checks["vcpu_pins"].key
+                vcpu = base.required(
+                    base.parse_int(child, "vcpu", path, "vcpu_pins"), "vcpu_pins", check
+                )
+                vcpus[vcpu] = parse_cpuset(child.get("cpuset"), path, "vcpu_pins")
+            elif child.tag == "iothreadpin":
+                check = self.checks["iothread_pins"].key
+                thread = base.required(
+                    base.parse_int(child, "iothread", path, "iothread_pins"), "iothread_pins", check
+                )
+                threads[thread] = parse_cpuset(child.get("cpuset"), path, "iothread_pins")
+            elif child.tag == "emulatorpin":
+                self.emulator_pin = parse_cpuset(child.get("cpuset"), path, "emulator_pin")
+        self.vcpu_pins, self.iothread_pins = vcpus, threads
 
     def _format_os(self, root: etree._Element) -> None:
         os_element = etree.SubElement(root, "os")
@@ -213,6 +312,8 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                     )
                     for t in child.iter("iothread")
                 ]
+            elif tag == "cputune":
+                self._parse_cputune(child)
             elif tag == "os":
                 self._parse_os(child)
             elif tag == "features":

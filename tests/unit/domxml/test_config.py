@@ -501,6 +501,55 @@ def test_guest_with_iothreads_and_bound_devices() -> None:
     ]
 
 
+def test_guest_cpu_pinning() -> None:
+    guest = _guest(
+        vcpus=4,
+        iothreads=2,
+        vcpu_pins={0: [0], 1: [1], 2: [2, 3, 5], 3: [0, 1]},
+        iothread_pins={2: [3], 1: [2]},
+        emulator_pin=[3],
+    )
+    assert_xml_equal(
+        """
+        <domain type="qemu">
+          <name>instance-1</name>
+          <uuid>4b4c6d2e-1f6a-4f0e-9a53-1c0d7c5e2b11</uuid>
+          <memory unit="KiB">262144</memory>
+          <vcpu>4</vcpu>
+          <iothreads>2</iothreads>
+          <cputune>
+            <vcpupin vcpu="0" cpuset="0"/>
+            <vcpupin vcpu="1" cpuset="1"/>
+            <vcpupin vcpu="2" cpuset="2-3,5"/>
+            <vcpupin vcpu="3" cpuset="0-1"/>
+            <emulatorpin cpuset="3"/>
+            <iothreadpin iothread="2" cpuset="3"/>
+            <iothreadpin iothread="1" cpuset="2"/>
+          </cputune>
+          <os><type>hvm</type></os>
+          <devices/>
+        </domain>
+        """,
+        guest.to_xml(),
+    )
+    assert round_trip(guest) == guest
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("0", [0]), ("0-3,^2", [0, 1, 3]), ("5,1-2", [1, 2, 5]), ("0-7,^0-6", [7])],
+)
+def test_cpusets_as_libvirt_writes_them(text: str, cpus: list[int]) -> None:
+    assert config.guest.parse_cpuset(text, "p", "n") == cpus
+    assert config.guest.parse_cpuset(config.guest.format_cpuset(cpus), "p", "n") == cpus
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "0-x"])
+def test_a_cpuset_libvirt_would_not_write_is_refused(text: str) -> None:
+    with pytest.raises(exception.InvalidConfigValue, match="a cpuset like"):
+        config.guest.parse_cpuset(text, "domain/cputune/vcpupin", "vcpu_pins")
+
+
 def test_guest_direct_kernel_boot_with_serial_console() -> None:
     guest = _guest(
         os_kernel="/boot/vmlinuz-6.1.0-amd64",
@@ -759,6 +808,13 @@ BAD_GUESTS = [
         {"devices": [_disk(alias="ua-a"), _disk(target_dev="vdb", alias="ua-a")]},
         "'ua-a' for alias .* unique within the domain",
     ),
+    ({"vcpu_pins": {2: [0]}}, "vCPU numbers below vcpus = 2"),
+    ({"vcpu_pins": {0: []}}, "each with a host CPU"),
+    (
+        {"iothreads": 1, "iothread_pins": {2: [0]}},
+        "IOThread ids defined by the domain \\(\\[1\\]\\)",
+    ),
+    ({"iothread_pins": {1: [0]}}, "\\(none\\)"),
 ]
 
 
