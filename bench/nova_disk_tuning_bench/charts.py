@@ -16,8 +16,10 @@ def chart_name(experiment: str) -> str:
 NO_CHARTS = "matplotlib is not installed, so no charts: install nova-disk-tuning[bench] for charts"
 
 
-def write_charts(rows: Sequence[Row], outdir: str) -> dict[str, str] | None:
+def write_charts(rows: Sequence[Row], outdir: str, caption: str = "") -> dict[str, str] | None:
     """One horizontal bar chart per experiment: median, min-max whiskers.
+
+    ``caption`` goes under every title (how the run was made, e.g. KVM or TCG).
 
     Returns {experiment: file name relative to ``outdir``}, or None without
     matplotlib: it is the ``bench`` extra, not a compute-node dependency.
@@ -48,7 +50,8 @@ def write_charts(rows: Sequence[Row], outdir: str) -> dict[str, str] | None:
         unit = mine[0].unit
         better = "lower is better" if unit == "s" else "higher is better"
         axes.set_xlabel(f"median {unit} ({better}); whiskers: min-max of {mine[0].n} runs")
-        axes.set_title(f"{name}  (green: chosen, grey: baseline)", fontsize=10)
+        title = f"{name}  (green: chosen, grey: baseline)"
+        axes.set_title(title + (f"\n{caption}" if caption else ""), fontsize=10)
         for position, row in zip(positions, mine, strict=True):
             if row.ratio is not None and not row.is_baseline:
                 # Right of the whisker, so the label never sits on it.

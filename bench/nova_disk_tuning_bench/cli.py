@@ -109,6 +109,7 @@ def _render(outdir: str) -> int:
             outdir,
             targets=lambda d: guest_report.targets(d["results"]) if "guest" in d else None,
             extra_markdown=lambda d: guest_report.markdown(d) if "guest" in d else "",
+            caption=lambda d: guest_report.caption(d) if "guest" in d else "",
         )
     except OSError as exc:
         reason = exc.strerror or str(exc)

@@ -20,7 +20,7 @@ from nova_disk_tuning import exception
 from nova_disk_tuning.cmd import common
 from nova_disk_tuning.common.units import compact_size, parse_size
 from nova_disk_tuning_bench import report
-from nova_disk_tuning_bench.guest import jobs, matrix
+from nova_disk_tuning_bench.guest import cpu, jobs, matrix
 from nova_disk_tuning_bench.guest import report as guest_report
 from nova_disk_tuning_bench.guest import run as guest_run
 
@@ -116,6 +116,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"Guest memory in MiB (default: {FULL.memory_mb}).",
     )
     parser.add_argument(
+        "--virt-type",
+        choices=cpu.VIRT_TYPES,
+        default="auto",
+        help="kvm, qemu (TCG), or auto (the default): KVM if a probe guest boots under it "
+        f"within {cpu.PROBE_TIMEOUT:.0f} s, otherwise TCG, with one line saying why.",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="Leave vCPUs, IOThreads and QEMU's main loop unpinned (default: pinned the "
+        "same way at every boot, so repetitions compare).",
+    )
+    parser.add_argument(
         "--no-host-bound",
         action="store_true",
         help="Skip fio on the host (the bound beside the guest's figures).",
@@ -148,6 +161,8 @@ def settings_from(args: argparse.Namespace) -> guest_run.Settings:
         vcpus=args.vcpus or base.vcpus,
         memory_mb=args.memory or base.memory_mb,
         host_bound=not args.no_host_bound,
+        virt_type=args.virt_type,
+        pin=not args.no_pin,
     )
 
 
@@ -167,6 +182,7 @@ def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
         args.output,
         extra=guest_report.extra(bench),
         extra_markdown=guest_report.markdown,
+        caption=guest_report.caption,
     )
     if args.json:
         common.print_json(data)
@@ -183,7 +199,8 @@ def _print_tables(data: dict) -> None:
     host = guest["host"]
     print(
         f"{data['machine']['cpu']} x{data['machine']['cpus']}, libvirt "
-        f"{host.get('libvirt_version')}, QEMU {host.get('qemu_version')} (TCG), {guest['fio']}; "
+        f"{host.get('libvirt_version')}, QEMU {host.get('qemu_version')} ({guest['accel']}"
+        f"{', pinned' if guest['pinned'] else ''}), {guest['fio']}; "
         f"guest {guest['vcpus']} vCPUs, {guest['memory_mib']} MiB, {guest['disk_size_mib']} MiB "
         f"disk; {guest['runtime']} s jobs, {guest['repeat']} repetitions"
     )

@@ -68,19 +68,21 @@ def write_all(
     outdir: str,
     extra: Mapping[str, Any] | None = None,
     extra_markdown: Callable[[dict[str, Any]], str] | None = None,
+    caption: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
     """results.json, report.md and the charts in ``outdir``; returns the JSON document.
 
     ``extra`` adds keys of an experiment's own to the document (``bench guest``:
     its per-cell ``results``); ``extra_markdown`` renders a section of report.md
-    from the document, after the common part.
+    from the document, after the common part; ``caption`` a line every chart's
+    title gets (``bench guest``: KVM or TCG).
     """
     os.makedirs(outdir, exist_ok=True)
-    charts = write_charts(summarize(bench.results), outdir)
-    data = to_json(bench, charts)
+    data = dict(extra or {})
+    charts = write_charts(summarize(bench.results), outdir, caption(data) if caption else "")
+    data = {**to_json(bench, charts), **data}
     if charts is None:
         data["notes"].append(NO_CHARTS)
-    data.update(extra or {})
     _write(data, outdir, extra_markdown)
     return data
 
@@ -89,6 +91,7 @@ def render_again(
     outdir: str,
     targets: Callable[[dict[str, Any]], Iterable[Target] | None] | None = None,
     extra_markdown: Callable[[dict[str, Any]], str] | None = None,
+    caption: Callable[[dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
     """report.md, the charts and the checked targets of ``outdir/results.json``, written again.
 
@@ -101,7 +104,7 @@ def render_again(
     text = textfile.read_text(os.path.join(outdir, "results.json"), "benchmark results")
     data: dict[str, Any] = json.loads(text)
     rows = [Row(**entry) for experiment in data["experiments"] for entry in experiment["results"]]
-    charts = write_charts(rows, outdir)
+    charts = write_charts(rows, outdir, caption(data) if caption else "")
     for experiment in data["experiments"]:
         experiment["chart"] = (charts or {}).get(experiment["name"])
     if charts is None and NO_CHARTS not in data["notes"]:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nova_disk_tuning_bench.guest import procs
+from nova_disk_tuning_bench.guest import cpu, procs
 from nova_disk_tuning_bench.guest.jobs import JOB_NAMES
 from nova_disk_tuning_bench.guest.run import QUICK, WORKDIR
 
@@ -48,6 +48,15 @@ def bench_guest(tmp_path: Path, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+def kept_logs(output: Path, lines: int = 40) -> str:
+    """The tails of the logs a failed run kept in its output directory."""
+    parts = []
+    for path in sorted(output.glob("*.log")):
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"\n--- {path.name} ---\n" + "\n".join(text))
+    return "".join(parts)
+
+
 @pytest.fixture(autouse=True)
 def _root() -> None:
     if os.geteuid() != 0:
@@ -61,7 +70,7 @@ def test_quick_json_has_every_field_for_every_cell(short_path):
         bench_guest(tmp_path, "--quick", "--json"), capture_output=True, text=True, timeout=900
     )
     print(f"bench guest --quick: {time.monotonic() - started:.0f} s")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:] + kept_logs(tmp_path / "out")
     assert "Traceback" not in proc.stderr
     data = json.loads(proc.stdout)
 
@@ -87,6 +96,15 @@ def test_quick_json_has_every_field_for_every_cell(short_path):
         "host-bound",
     }
     assert not (tmp_path / "work" / WORKDIR).exists()
+    # --virt-type auto (the default): KVM where a probe guest boots under it,
+    # TCG otherwise, said once on stderr and carried by the JSON and the report.
+    guest = data["guest"]
+    said = [line for line in proc.stderr.splitlines() if "guests ran under" in line]
+    assert len(said) == 1 and guest["accel_reason"] in said[0], proc.stderr
+    assert guest["virt_type"] in ("kvm", "qemu") and guest["pinned"] is True
+    if cpu.kvm_problem() is not None:
+        assert guest["virt_type"] == "qemu" and cpu.kvm_problem() in guest["accel_reason"]
+    assert f"Guests under {guest['accel']} (" in (out / "report.md").read_text()
 
 
 def _wait_for(predicate, timeout: float, what: str, process: subprocess.Popen | None = None):
@@ -105,7 +123,16 @@ def test_killed_run_is_cleaned_up_by_the_next_and_a_dead_guest_fails_in_one_line
     tmp_path = short_path
     work = tmp_path / "work" / WORKDIR
     first = subprocess.Popen(
-        bench_guest(tmp_path, "--quick", "--runtime", "60", "--jobs", "randread-4k-qd32"),
+        bench_guest(
+            tmp_path,
+            "--quick",
+            "--runtime",
+            "60",
+            "--jobs",
+            "randread-4k-qd32",
+            "--virt-type",
+            "qemu",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -127,7 +154,18 @@ def test_killed_run_is_cleaned_up_by_the_next_and_a_dead_guest_fails_in_one_line
 
     # 64 MiB cannot hold the initramfs: the kernel finds no /init and panics.
     proc = subprocess.run(
-        bench_guest(tmp_path, "--quick", "--memory", "64", "--repeat", "1", "--runtime", "1"),
+        bench_guest(
+            tmp_path,
+            "--quick",
+            "--memory",
+            "64",
+            "--repeat",
+            "1",
+            "--runtime",
+            "1",
+            "--virt-type",
+            "qemu",
+        ),
         capture_output=True,
         text=True,
         timeout=600,

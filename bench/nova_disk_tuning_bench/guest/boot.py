@@ -1,8 +1,8 @@
 """One guest boot of the in-guest bench: a data disk, one variant, every fio job in turn.
 
 The domain is built from the plugin's own config objects (``domxml``) and
-started transient on the private libvirtd: ``type='qemu'`` (TCG: a guest
-kernel hangs under nested KVM on these machines), direct kernel boot of the
+started transient on the private libvirtd: ``type='kvm'`` or ``'qemu'`` as
+:mod:`~nova_disk_tuning_bench.guest.cpu` chose, pinned, direct kernel boot of the
 kit, the data disk as ``vda`` with the variant's ``<driver>``, the jobs
 disk as ``vdb`` (read-only), the serial console written to a file. One boot
 runs all jobs in sequence: a boot costs 5-15 s under TCG, more than a short
@@ -23,7 +23,7 @@ from lxml import etree
 
 from nova_disk_tuning import domxml
 from nova_disk_tuning.agent.assembly import GuestDisk, refuse_native_without_direct_cache
-from nova_disk_tuning_bench.guest import console, domains
+from nova_disk_tuning_bench.guest import console, cpu, domains
 from nova_disk_tuning_bench.guest.errors import GuestRunError
 from nova_disk_tuning_bench.guest.jobs import FioResult, Job, Timing, parse_terse
 from nova_disk_tuning_bench.guest.kit import GuestKit
@@ -61,6 +61,33 @@ def configure_disk(disk: domxml.LibvirtConfigGuestDisk, variant: Variant) -> Non
     disk.driver_queues = variant.queues
 
 
+def kit_guest(
+    name: str, kit: GuestKit, virt_type: str, vcpus: int, memory_mb: int, cmdline: str,
+    console_log: str,
+) -> domxml.LibvirtConfigGuest:  # fmt: skip
+    """A transient guest booting the kit directly, its serial console written to a file."""
+    guest = domxml.LibvirtConfigGuest(
+        virt_type=virt_type,
+        name=name,
+        uuid=str(uuid.uuid4()),
+        memory=memory_mb * 1024,
+        vcpus=vcpus,
+        os_type="hvm",
+        os_kernel=str(kit.kernel),
+        os_initrd=str(kit.initrd),
+        os_cmdline=cmdline,
+        features=["acpi"],
+        on_poweroff="destroy",
+        on_reboot="destroy",
+        on_crash="destroy",
+    )
+    guest.add_device(
+        domxml.LibvirtConfigGuestSerial(type="file", source_path=console_log, target_port=0)
+    )
+    guest.add_device(domxml.LibvirtConfigMemoryBalloon(model="none"))
+    return guest
+
+
 def domain_config(
     name: str,
     kit: GuestKit,
@@ -70,22 +97,12 @@ def domain_config(
     console_log: str,
     vcpus: int,
     memory_mb: int,
+    virt_type: str = "qemu",
+    host_cpus: list[int] | None = None,
 ) -> domxml.LibvirtConfigGuest:
-    guest = domxml.LibvirtConfigGuest(
-        virt_type="qemu",
-        name=name,
-        uuid=str(uuid.uuid4()),
-        memory=memory_mb * 1024,
-        vcpus=vcpus,
-        os_type="hvm",
-        os_kernel=str(kit.kernel),
-        os_initrd=str(kit.initrd),
-        os_cmdline=console.guest_cmdline(bench=JOBS_DISK),
-        features=["acpi"],
-        on_poweroff="destroy",
-        on_reboot="destroy",
-        on_crash="destroy",
-    )
+    """The bench guest of one variant; pinned (:func:`cpu.pin_plan`) when ``host_cpus`` is given."""
+    cmdline = console.guest_cmdline(bench=JOBS_DISK)
+    guest = kit_guest(name, kit, virt_type, vcpus, memory_mb, cmdline, console_log)
     if variant.domain_iothreads:
         guest.iothreads = variant.domain_iothreads
     configure_disk(data.config, variant)
@@ -101,13 +118,79 @@ def domain_config(
             readonly=True,
         )
     )
-    guest.add_device(
-        domxml.LibvirtConfigGuestSerial(type="file", source_path=console_log, target_port=0)
-    )
-    guest.add_device(domxml.LibvirtConfigMemoryBalloon(model="none"))
+    if host_cpus:
+        pins = cpu.pin_plan(host_cpus, vcpus, variant.domain_iothreads or 0)
+        guest.vcpu_pins, guest.iothread_pins = pins.vcpus, pins.iothreads
+        guest.emulator_pin = pins.emulator
     guest.validate()
     refuse_native_without_direct_cache(guest.devices, name)
     return guest
+
+
+def probe_kvm(
+    conn: Any, kit: GuestKit, name: str, console_log: Path, memory_mb: int,
+    timeout: float = cpu.PROBE_TIMEOUT,
+) -> float:  # fmt: skip
+    """Boot the kit under KVM until its init speaks: the seconds it took, or GuestRunError."""
+    import libvirt
+
+    cmdline = console.guest_cmdline()  # no disks: init reports, then powers off
+    guest = kit_guest(name, kit, "kvm", 1, memory_mb, cmdline, str(console_log))
+    started = time.monotonic()
+    try:
+        dom = conn.createXML(guest.to_xml(), 0)
+    except libvirt.libvirtError as exc:
+        raise GuestRunError(f"libvirt refused a KVM guest: {str(exc).splitlines()[0]}") from None
+    try:
+        while time.monotonic() - started < timeout:
+            if _report(console_log).booted:
+                return time.monotonic() - started
+            if not _active(dom):
+                said = console.last_words(_read(console_log))
+                raise GuestRunError(f"a probe guest stopped under KVM before its init ({said})")
+            time.sleep(0.2)
+        raise GuestRunError(
+            f"a probe guest did not reach its init within {timeout:.0f} s under KVM "
+            "(a guest kernel that hangs: nested virtualisation?)"
+        )
+    finally:
+        _destroy(dom)
+
+
+def choose_accel(virt_type: str, conn: Any, kit: GuestKit, work: Path, memory_mb: int) -> cpu.Accel:
+    """KVM or TCG for every guest of a run (``--virt-type``), probed on ``conn``."""
+
+    def probe() -> float:
+        log = work / "probe-kvm.console.log"
+        return probe_kvm(conn, kit, "ndt-bench-probe-kvm", log, memory_mb)
+
+    return cpu.choose(virt_type, probe)
+
+
+def _destroy(dom: Any) -> None:
+    import libvirt
+
+    try:
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError:
+        pass  # a transient domain is gone once it stopped
+
+
+def _active(dom: Any) -> bool:
+    import libvirt
+
+    try:
+        return bool(dom.isActive())
+    except libvirt.libvirtError:
+        return False  # a transient domain is gone once it stopped
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def domain_name(*parts: str) -> str:
@@ -153,20 +236,18 @@ def boot(
             f"({'booted' if report.booted else 'never booted'}, stuck {where})"
         ) from None
     finally:
-        try:
-            if dom.isActive():
-                dom.destroy()
-        except libvirt.libvirtError:
-            pass  # a transient domain is gone once it stopped
+        _destroy(dom)
     report = _report(console_log)
-    results = check_report(name, report, jobs)
+    try:
+        results = check_report(name, report, jobs)
+    except GuestRunError as exc:
+        raise GuestRunError(f"{exc} ({last_words(console_log, qemu_log)})") from None
     qemu = _qemu_view(argv, data)
     return BootResult(results, driver, qemu, time.monotonic() - started, report.fio_version)
 
 
 def _report(console_log: Path) -> console.GuestReport:
-    text = console_log.read_text(errors="replace") if console_log.exists() else ""
-    return console.parse_console(text)
+    return console.parse_console(_read(console_log))
 
 
 def check_report(
@@ -189,6 +270,12 @@ def check_report(
         except ValueError as exc:
             raise GuestRunError(f"{name}: fio job {job.name}: {exc}") from None
     return results
+
+
+def last_words(console_log: Path, qemu_log: Path) -> str:
+    """What the guest and QEMU said last, on one line: why a guest stopped early."""
+    said = (("console", console_log), ("QEMU", qemu_log))
+    return "; ".join(f"{who}: {console.last_words(_read(path))}" for who, path in said)
 
 
 def _qemu_view(argv: list[str], data: GuestDisk) -> dict[str, Any]:

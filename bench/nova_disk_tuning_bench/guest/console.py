@@ -56,6 +56,7 @@ with ``panic=-1`` on the command line, reboots, which ``on_reboot=destroy`` ends
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 
 PATTERN_OFFSET = 1024 * 1024
@@ -170,3 +171,20 @@ def _parse_line(report: GuestReport, line: str) -> None:
             report.bench_done = True
         else:
             report.bench_error = " ".join(words[2:]) or words[1]
+
+
+# A kernel that stops says why on one of these lines, and libvirt ends a QEMU
+# log with "shutting down, reason=..."; the last line alone may be a trace.
+_FATAL = re.compile(
+    r"Kernel panic|not syncing|Initramfs|terminating on signal|shutting down|error|assert",
+    re.ASCII | re.IGNORECASE,
+)
+# QEMU's command line (in its log) is one long line that may name error policies.
+_LONGEST = 300
+
+
+def last_words(text: str) -> str:
+    """The last two lines of a console or QEMU log that say why it stopped, or "nothing"."""
+    lines = [line.strip() for line in text.splitlines() if 0 < len(line.strip()) <= _LONGEST]
+    fatal = [line for line in lines if _FATAL.search(line)] or lines[-1:]
+    return " / ".join(repr(line) for line in fatal[-2:]) or "nothing"

@@ -202,10 +202,16 @@ def guest_facts(bench: GuestBench) -> dict[str, Any]:
     """How the run was made: settings, versions, the facts each pick was decided on."""
     settings = bench.settings
     caps = bench.caps.to_dict() if bench.caps else {}
+    accel = bench.accel
     return {
         "kit": bench.kit_key,
         "fio": bench.fio_version,
         "host": caps,
+        # libvirt's domain type, KVM or TCG, and why (guest.cpu.choose).
+        "virt_type": accel.virt_type if accel else None,
+        "accel": accel.name if accel else None,
+        "accel_reason": accel.reason if accel else None,
+        "pinned": settings.pin,
         "vcpus": settings.vcpus,
         "memory_mib": settings.memory_mb,
         "disk_size_mib": settings.disk_size // MiB,
@@ -319,6 +325,24 @@ def layout_table(
     return columns, rows
 
 
+def accel_line(guest: dict[str, Any]) -> str:
+    """How the guests ran, from the document's ``guest``: KVM or TCG, why, pinned or not."""
+    # A results.json made before --virt-type existed ran under TCG, unpinned.
+    accel = guest.get("accel") or "TCG"
+    reason = guest.get("accel_reason") or "bench guest ran every guest under TCG then"
+    pinned = "vCPUs and IOThreads pinned" if guest.get("pinned") else "not pinned"
+    return f"guests under {accel} ({reason}); {pinned}"
+
+
+def _sentence(line: str) -> str:
+    return line[:1].upper() + line[1:] + "."
+
+
+def caption(data: dict[str, Any]) -> str:
+    """The line under every chart's title."""
+    return accel_line(data["guest"])
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The in-guest section of report.md: one table per layout."""
     # In the order fio ran them (results.json stores its keys sorted).
@@ -326,6 +350,8 @@ def markdown(data: dict[str, Any]) -> str:
     job_names = ordered + sorted(set(data["guest"]["jobs"]) - set(ordered))
     lines = [
         "## In the guest: IOPS per layout, variant and job",
+        "",
+        _sentence(accel_line(data["guest"])),
         "",
         "Median (min-max) of the repetitions, then the ratio against `defaults` and "
         "against `nova` (`-`: not measured). `*` marks the policy's pick, `!` a legal "

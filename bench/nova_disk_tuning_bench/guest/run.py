@@ -36,7 +36,7 @@ from nova_disk_tuning.host import Host
 from nova_disk_tuning.policy.decide import tune_guest
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 from nova_disk_tuning_bench.guest import boot as guest_boot
-from nova_disk_tuning_bench.guest import datadisk, kit, matrix, procs
+from nova_disk_tuning_bench.guest import cpu, datadisk, kit, matrix, procs
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd
 from nova_disk_tuning_bench.guest.errors import GuestBenchError, LibvirtdError
 from nova_disk_tuning_bench.guest.jobs import JOBS, FioResult, Job, Timing, jobs_archive
@@ -63,6 +63,8 @@ class Settings:
     vcpus: int = 2
     memory_mb: int = 512
     host_bound: bool = True
+    virt_type: str = "auto"  # cpu.VIRT_TYPES
+    pin: bool = True
 
 
 QUICK = Settings(
@@ -100,6 +102,7 @@ class Cell:
 class GuestBench:
     settings: Settings
     caps: HostCaps | None = None
+    accel: cpu.Accel | None = None
     kit_key: str = ""
     fio_version: str = ""
     facts: dict[str, DiskFacts] = dataclasses.field(default_factory=dict)
@@ -208,9 +211,19 @@ def run(
         bench.kit_key, bench.fio_version = guest_kit.key, guest_kit.fio_version
         report(1.0)
         disks = datadisk.DataDisks(conf, work, settings.disk_size)
-        with _daemon(work, failures) as daemon, _overrides(conf, daemon.uri):
+        with (
+            _daemon(work, failures) as daemon,
+            _overrides(conf, daemon.uri),
+            contextlib.closing(daemon.open()) as conn,
+        ):
             try:
-                _measure(conf, bench, guest_kit, daemon, disks, work, failures, report)
+                bench.accel = guest_boot.choose_accel(
+                    settings.virt_type, conn, guest_kit, work, settings.memory_mb
+                )
+                # Host caps and the policy then see the domain type the guests get.
+                conf.set_override("virt_type", bench.accel.virt_type, "libvirt")
+                bench.announce(f"bench guest: {bench.accel.line()}")
+                _measure(conf, bench, conn, guest_kit, daemon, disks, work, failures, report)
             finally:
                 disks.close()
     bench.elapsed = time.monotonic() - started
@@ -262,6 +275,7 @@ def _plan(
 def _measure(
     conf: cfg.ConfigOpts,
     bench: GuestBench,
+    conn: Any,
     guest_kit: kit.GuestKit,
     daemon: PrivateLibvirtd,
     disks: datadisk.DataDisks,
@@ -287,24 +301,21 @@ def _measure(
     (work / "consoles").mkdir()
     cells = {(lay.name, v.name): Cell(lay.name, v) for lay, variants in plan for v in variants}
     bench.cells = list(cells.values())
-    rig = _Rig(daemon.open(), daemon, guest_kit, disks, jobs_disk, work / "consoles", failures)
+    rig = _Rig(conn, daemon, guest_kit, disks, jobs_disk, work / "consoles", failures)
     steps = settings.repeat * (boots + len(plan))
     done = 0
-    try:
-        for rep in range(settings.repeat):
-            for layout, variants in plan:
-                shift = rep % len(variants)
-                for variant in variants[shift:] + variants[:shift]:
-                    _boot_once(bench, rig, layout, cells[(layout.name, variant.name)], rep)
-                    bench.boots += 1
-                    done += 1
-                    report(2.0 + 97.0 * done / steps)
-                if settings.host_bound:
-                    _host_once(bench, disks, layout)
+    for rep in range(settings.repeat):
+        for layout, variants in plan:
+            shift = rep % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                _boot_once(bench, rig, layout, cells[(layout.name, variant.name)], rep)
+                bench.boots += 1
                 done += 1
                 report(2.0 + 97.0 * done / steps)
-    finally:
-        rig.conn.close()
+            if settings.host_bound:
+                _host_once(bench, disks, layout)
+            done += 1
+            report(2.0 + 97.0 * done / steps)
 
 
 @dataclasses.dataclass
@@ -337,6 +348,8 @@ def _boot_once(
             str(console_log),
             settings.vcpus,
             settings.memory_mb,
+            virt_type=bench.accel.virt_type if bench.accel else "qemu",
+            host_cpus=cpu.host_cpus() if settings.pin else None,
         )
         try:
             result = guest_boot.boot(

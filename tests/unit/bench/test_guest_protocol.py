@@ -172,6 +172,25 @@ def test_domain_of_each_named_variant():
     )
 
 
+def test_a_pinned_kvm_domain_places_every_thread():
+    kit = GuestKit("k", Path("/k"), Path("/k/vmlinuz"), Path("/k/initrd.img"), "6.1", (), "fio")
+    variant = matrix.nova_variant(matrix.LAYOUTS[0], _data_disk().facts)  # one IOThread
+    guest = boot.domain_config(
+        "g", kit, variant, _data_disk(), "/w/jobs.tar", "/w/c.log", 4, 512,
+        virt_type="kvm", host_cpus=[2, 5],
+    )  # fmt: skip
+    root = etree.fromstring(guest.to_xml())
+    assert root.get("type") == "kvm"
+    pins = {
+        (p.tag, p.get("vcpu") or p.get("iothread"), p.get("cpuset")) for p in root.find("cputune")
+    }
+    assert pins == {
+        ("vcpupin", "0", "2"), ("vcpupin", "1", "5"), ("vcpupin", "2", "2"), ("vcpupin", "3", "5"),
+        ("iothreadpin", "1", "5"), ("emulatorpin", None, "5"),
+    }  # fmt: skip
+    assert _domain(variant).find("cputune") is None  # not pinned unless asked
+
+
 def test_driver_element_is_the_disks_driver():
     disk = _data_disk()
     disk.config.driver_cache = "none"
@@ -211,3 +230,26 @@ def test_cpio_makes_parent_directories_once():
             break
         names.append(name)
     assert names == ["usr", "usr/lib", "usr/lib/x", "usr/lib/x/a.so", "usr/lib/x/b.so"]
+
+
+def test_last_words_say_why_a_guest_stopped():
+    panic = (
+        "[ 1.0] Run /init as init process\n"
+        "[ 1.2] Kernel panic - not syncing: no init\n"
+        "[ 1.3] ---[ end trace ]---\n"
+    )
+    assert console.last_words(panic) == "'[ 1.2] Kernel panic - not syncing: no init'"
+    qemu = (
+        "2026-12-03 starting up libvirt version: 11.3.0\n"
+        + "LC_ALL=C qemu-system-x86_64 "
+        + "-blockdev werror=report " * 40
+        + "\n"
+        + "qemu-system-x86_64: terminating on signal 15 from pid 7\n"
+        + "2026-12-03 shutting down, reason=destroyed\n"
+    )
+    assert console.last_words(qemu) == (
+        "'qemu-system-x86_64: terminating on signal 15 from pid 7'"
+        " / '2026-12-03 shutting down, reason=destroyed'"
+    )
+    assert console.last_words("booting\nstill booting\n") == "'still booting'"
+    assert console.last_words("") == "nothing"
