@@ -59,15 +59,17 @@ def format_cpuset(cpus: list[int]) -> str:
 
 
 def parse_cpuset(text: str | None, path: str, name: str) -> list[int]:
-    """The host CPUs of a libvirt cpuset (``0-3,^2,5``), in order."""
+    """The host CPUs of a libvirt cpuset (``0-3,^2,5``), in order; refused as libvirt would."""
     chosen: set[int] = set()
     for part in (text or "").split(","):
         found = _CPUSET_PART.fullmatch(part.strip())
-        if found is None:
-            raise base.invalid(name, path, text, "a cpuset like '0-3,^2,5'")
-        exclude, low, high = found.groups()
-        span = set(range(int(low), int(high or low) + 1))
-        chosen = chosen - span if exclude else chosen | span
+        low, high = (int(found[2]), int(found[3] or found[2])) if found else (1, 0)
+        if found is None or low > high or high > _MAX_CPU:
+            raise base.invalid(name, path, text, f"a cpuset like '0-3,^2,5' of CPUs 0..{_MAX_CPU}")
+        span = set(range(low, high + 1))
+        chosen = chosen - span if found[1] else chosen | span
+    if not chosen:
+        raise base.invalid(name, path, text, "a cpuset that leaves at least one CPU")
     return sorted(chosen)
 
 
@@ -173,6 +175,20 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 "[] while a device has boot_order (libvirt allows one or the other)",
             )  # fmt: skip
 
+    def iothread_id_set(self) -> set[int]:
+        """The ids of the domain's IOThreads: <iothreadids>, then libvirt's own for the rest.
+
+        libvirt gives the IOThreads ``<iothreadids>`` does not name the lowest
+        ids not taken, up to ``<iothreads>``.
+        """
+        known = set(self.iothread_ids)
+        candidate = 1
+        while len(known) < (self.iothreads or 0):
+            if candidate not in known:
+                known.add(candidate)
+            candidate += 1
+        return known
+
     def _validate_iothreads(self) -> None:
         ids = self.iothread_ids
         if len(set(ids)) != len(ids):
@@ -184,8 +200,7 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 "iothreads", "domain/iothreads", self.iothreads,
                 f"at least len(iothread_ids) = {len(ids)}",
             )  # fmt: skip
-        # libvirt numbers IOThreads 1..N unless <iothreadids> names them.
-        known = set(ids) or set(range(1, (self.iothreads or 0) + 1))
+        known = self.iothread_id_set()
         for device in self.devices:
             missing = sorted(_iothread_refs(device) - known)
             if missing:
@@ -202,7 +217,7 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                     "vcpu_pins", "domain/cputune/vcpupin", {vcpu: cpus},
                     f"vCPU numbers below vcpus = {self.vcpus}, each with a host CPU",
                 )  # fmt: skip
-        known = set(self.iothread_ids) or set(range(1, (self.iothreads or 0) + 1))
+        known = self.iothread_id_set()
         for thread, cpus in self.iothread_pins.items():
             if thread not in known or not cpus:
                 raise base.invalid(
@@ -266,12 +281,14 @@ class LibvirtConfigGuest(LibvirtConfigObject):
                 vcpu = base.required(
                     base.parse_int(child, "vcpu", path, "vcpu_pins"), "vcpu_pins", check
                 )
+                _refuse_twice(vcpu, vcpus, path, "vcpu_pins")
                 vcpus[vcpu] = parse_cpuset(child.get("cpuset"), path, "vcpu_pins")
             elif child.tag == "iothreadpin":
                 check = self.checks["iothread_pins"].key
                 thread = base.required(
                     base.parse_int(child, "iothread", path, "iothread_pins"), "iothread_pins", check
                 )
+                _refuse_twice(thread, threads, path, "iothread_pins")
                 threads[thread] = parse_cpuset(child.get("cpuset"), path, "iothread_pins")
             elif child.tag == "emulatorpin":
                 self.emulator_pin = parse_cpuset(child.get("cpuset"), path, "emulator_pin")
@@ -358,6 +375,11 @@ class LibvirtConfigGuest(LibvirtConfigObject):
         if value is None:
             return None
         return value * _MEMORY_UNITS[unit] // 1024
+
+
+def _refuse_twice(key: int, seen: dict[int, list[int]], path: str, name: str) -> None:
+    if key in seen:
+        raise base.invalid(name, path, key, "one pin per vCPU or IOThread (libvirt refuses two)")
 
 
 def _iothread_refs(device: LibvirtConfigObject) -> set[int]:

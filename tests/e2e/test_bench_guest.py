@@ -101,7 +101,8 @@ def test_quick_json_has_every_field_for_every_cell(short_path):
     guest = data["guest"]
     said = [line for line in proc.stderr.splitlines() if "guests ran under" in line]
     assert len(said) == 1 and guest["accel_reason"] in said[0], proc.stderr
-    assert guest["virt_type"] in ("kvm", "qemu") and guest["pinned"] is True
+    assert {"kvm": "KVM", "qemu": "TCG"}[guest["virt_type"]] == guest["accel"]
+    assert guest["pinned"] is True
     if cpu.kvm_problem() is not None:
         assert guest["virt_type"] == "qemu" and cpu.kvm_problem() in guest["accel_reason"]
     assert f"Guests under {guest['accel']} (" in (out / "report.md").read_text()

@@ -46,3 +46,26 @@ class WatchdogTest(test.NoDBTestCase):
         # Every thread's stack; under eventlet a hung green thread shows as the
         # hub's wait, and ``compare`` names the test that never finished.
         self.assertIn("most recent call first", proc.stderr)
+
+
+class CompareTest(test.NoDBTestCase):
+    """What ``compare`` says when a worker died: the unfinished test, then one line."""
+
+    def test_a_dead_worker_is_named_once_not_per_test(self):
+        from tests.nova_suites import compare
+
+        ids = [f"t.{n:04d}" for n in range(compare.MIN_TESTS + 10)]
+        nova = dict.fromkeys(ids, "success")
+        dropin = dict(nova)
+        dropin["t.0003"] = compare.UNFINISHED
+        for test_id in ids[-5:]:
+            del dropin[test_id]
+        found = list(compare.problems(nova, dropin, {}, []))
+        self.assertEqual(
+            [
+                "t.0003 never finished on the drop-in: its worker ended"
+                " (dropin.log has its stacks)",
+                f"5 tests did not run on the drop-in (e.g. {ids[-5]}): see dropin.log",
+            ],
+            found,
+        )

@@ -39,6 +39,7 @@ EXPECTED_FALLBACKS = (
     "is not in qcow2 format",
 )
 PASSED = {"success", "xfail", "skip"}
+UNFINISHED = "unfinished"
 
 
 def outcomes(path: pathlib.Path) -> dict[str, str]:
@@ -48,6 +49,9 @@ def outcomes(path: pathlib.Path) -> dict[str, str]:
     def record(test: dict) -> None:
         if test["status"] in ("success", "fail", "skip", "xfail", "uxsuccess"):
             found[test["id"]] = test["status"]
+        elif test["status"] == "inprogress":
+            # Started and never ended: its worker died (the watchdog ends a hung one).
+            found.setdefault(test["id"], UNFINISHED)
 
     with open(path, "rb") as stream:
         result = testtools.StreamToDict(record)
@@ -73,22 +77,26 @@ def events(directory: pathlib.Path) -> list[dict]:
 
 
 def problems(nova: dict[str, str], dropin: dict[str, str], listed: dict, seen: list[dict]):
-    for name, run in (("Nova's driver", nova), ("the drop-in", dropin)):
+    runs = (("Nova's driver", nova, "nova.log"), ("the drop-in", dropin, "dropin.log"))
+    broken: set[str] = set()
+    for name, run, log in runs:
         if len(run) < MIN_TESTS:
             yield f"the run on {name} has {len(run)} results (< {MIN_TESTS}): see its log"
-    for test_id in sorted(set(nova) | set(dropin)):
+        for test_id in sorted(t for t, status in run.items() if status == UNFINISHED):
+            yield f"{test_id} never finished on {name}: its worker ended ({log} has its stacks)"
+        other = dropin if run is nova else nova
+        absent = set(other) - set(run)
+        if absent:
+            # One line for the tests a dead worker never started, not one each.
+            yield f"{len(absent)} tests did not run on {name} (e.g. {min(absent)}): see {log}"
+        broken |= absent | {t for t, status in run.items() if status == UNFINISHED}
+    for test_id in sorted((set(nova) | set(dropin)) - broken):
         before, after = nova.get(test_id, "missing"), dropin.get(test_id, "missing")
         entry = listed.get(test_id)
         if before == after and entry is None:
             continue
         if entry is None:
-            unfinished = " (never finished: the run's log has the watchdog's stacks)" * (
-                "missing" in (before, after)
-            )
-            yield (
-                f"new divergence: {test_id}: {before} on Nova's driver, {after} on the drop-in"
-                + unfinished
-            )
+            yield f"new divergence: {test_id}: {before} on Nova's driver, {after} on the drop-in"
         elif after != entry["dropin"] or before != entry.get("nova", "success"):
             yield (
                 f"listed divergence changed: {test_id}: listed {entry.get('nova', 'success')}"

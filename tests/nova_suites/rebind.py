@@ -35,9 +35,18 @@ _CURRENT = {"test": None}
 # a minute later it prints every thread's stack to the log and ends the worker,
 # so the run goes on and ``compare`` names the test that never finished.
 # NDT_TEST_WATCHDOG (seconds) overrides it, for the test of the watchdog itself.
-WATCHDOG = int(
-    os.environ.get("NDT_TEST_WATCHDOG") or int(os.environ.get("OS_TEST_TIMEOUT") or 0) + 60
-)
+
+
+def _watchdog_seconds() -> int:
+    """0 (no watchdog) without a per-test timeout, or one that is not a number of seconds."""
+    own = os.environ.get("NDT_TEST_WATCHDOG", "")
+    if own.isdigit():
+        return int(own)
+    timeout = os.environ.get("OS_TEST_TIMEOUT", "")
+    return int(timeout) + 60 if timeout.isdigit() and int(timeout) > 0 else 0
+
+
+WATCHDOG = _watchdog_seconds()
 
 
 class _Events(logging.Handler):
@@ -82,7 +91,7 @@ def _track_tests() -> None:
         finally:
             faulthandler.cancel_dump_traceback_later()
 
-    if WATCHDOG > 0 and (os.environ.get("NDT_TEST_WATCHDOG") or WATCHDOG > 60):
+    if WATCHDOG > 0:
         nova_test.TestCase.run = run
     real_conf = conf_fixture.ConfFixture.setUp
 

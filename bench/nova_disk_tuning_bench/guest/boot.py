@@ -16,6 +16,7 @@ import dataclasses
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,41 +129,49 @@ def domain_config(
 
 
 def probe_kvm(
-    conn: Any, kit: GuestKit, name: str, console_log: Path, memory_mb: int,
+    conn: Any, kit: GuestKit, name: str, console_log: Path, qemu_log: Path,
     timeout: float = cpu.PROBE_TIMEOUT,
 ) -> float:  # fmt: skip
     """Boot the kit under KVM until its init speaks: the seconds it took, or GuestRunError."""
     import libvirt
 
     cmdline = console.guest_cmdline()  # no disks: init reports, then powers off
-    guest = kit_guest(name, kit, "kvm", 1, memory_mb, cmdline, str(console_log))
+    memory = cpu.PROBE_MEMORY_MB
+    guest = kit_guest(name, kit, "kvm", 1, memory, cmdline, str(console_log))
     started = time.monotonic()
     try:
         dom = conn.createXML(guest.to_xml(), 0)
     except libvirt.libvirtError as exc:
-        raise GuestRunError(f"libvirt refused a KVM guest: {str(exc).splitlines()[0]}") from None
+        said = (str(exc).splitlines() or ["no reason given"])[0]
+        raise GuestRunError(f"libvirt refused a KVM guest: {said}") from None
     try:
         while time.monotonic() - started < timeout:
             if _report(console_log).booted:
                 return time.monotonic() - started
             if not _active(dom):
-                said = console.last_words(_read(console_log))
+                said = last_words(console_log, qemu_log)
                 raise GuestRunError(f"a probe guest stopped under KVM before its init ({said})")
             time.sleep(0.2)
+        said = last_words(console_log, qemu_log)
         raise GuestRunError(
             f"a probe guest did not reach its init within {timeout:.0f} s under KVM "
-            "(a guest kernel that hangs: nested virtualisation?)"
+            f"(a guest kernel that hangs: nested virtualisation?; {said})"
         )
     finally:
         _destroy(dom)
 
 
-def choose_accel(virt_type: str, conn: Any, kit: GuestKit, work: Path, memory_mb: int) -> cpu.Accel:
-    """KVM or TCG for every guest of a run (``--virt-type``), probed on ``conn``."""
+def choose_accel(
+    virt_type: str, conn: Any, kit: GuestKit, work: Path, qemu_log: Callable[[str], Path]
+) -> cpu.Accel:
+    """KVM or TCG for every guest of a run (``--virt-type``), probed on ``conn``.
+
+    ``qemu_log`` names a domain's QEMU log (``PrivateLibvirtd.qemu_log``).
+    """
+    name = "ndt-bench-probe-kvm"
 
     def probe() -> float:
-        log = work / "probe-kvm.console.log"
-        return probe_kvm(conn, kit, "ndt-bench-probe-kvm", log, memory_mb)
+        return probe_kvm(conn, kit, name, work / f"{name}.console.log", qemu_log(name))
 
     return cpu.choose(virt_type, probe)
 

@@ -179,12 +179,16 @@ _FATAL = re.compile(
     r"Kernel panic|not syncing|Initramfs|terminating on signal|shutting down|error|assert",
     re.ASCII | re.IGNORECASE,
 )
-# QEMU's command line (in its log) is one long line that may name error policies.
-_LONGEST = 300
+
+
+# libvirt writes QEMU's command line into its log one argument per line, each
+# ending in a backslash; its -blockdev arguments may name error policies.
+def _said(line: str) -> bool:
+    return bool(line) and not line.endswith("\\") and not line.startswith("-")
 
 
 def last_words(text: str) -> str:
     """The last two lines of a console or QEMU log that say why it stopped, or "nothing"."""
-    lines = [line.strip() for line in text.splitlines() if 0 < len(line.strip()) <= _LONGEST]
+    lines = [line.strip() for line in text.splitlines() if _said(line.strip())]
     fatal = [line for line in lines if _FATAL.search(line)] or lines[-1:]
-    return " / ".join(repr(line) for line in fatal[-2:]) or "nothing"
+    return " / ".join(repr(line[:200]) for line in fatal[-2:]) or "nothing"

@@ -30,6 +30,12 @@ VIRT_TYPES = ("auto", "kvm", "qemu")
 # _IO(KVMIO=0xAE, 0x00) in <linux/kvm.h>; every KVM since Linux 2.6.22 answers 12.
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
+# The misc device number the kernel gives /dev/kvm (MISC_DYNAMIC_MINOR is not used for it).
+KVM_NODE = (10, 232)
+# The probe's memory, whatever --memory says: enough for the kit's initramfs
+# (rootfstype=ramfs, about 85 MiB of fio and its libraries), so a small
+# --memory cannot make KVM look broken.
+PROBE_MEMORY_MB = 256
 # The kit reaches its init in about 1 s under KVM and in 5-15 s under TCG
 # (measured here); a guest that hangs under KVM never does. Every run on a
 # host where KVM hangs pays this once.
@@ -52,15 +58,26 @@ class Accel:
 
 
 def kvm_problem(device: Path = KVM_DEVICE) -> str | None:
-    """Why ``device`` is not a usable KVM device, or None."""
+    """Why ``device`` is not a usable KVM device, or None.
+
+    Only the KVM node (character device 10:232) is ever opened: opening
+    whatever else a hostile or broken ``/dev/kvm`` names could arm a hardware
+    watchdog or take a terminal. The number is checked again on the open
+    descriptor, which is the one the ioctl then asks.
+    """
     try:
-        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+        found = os.stat(device)
+    except OSError as exc:
+        return f"{device}: {exc.strerror}"
+    if not _is_kvm_node(found):
+        return f"{device} is not the KVM device (character device {KVM_NODE[0]}:{KVM_NODE[1]})"
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         return f"{device}: {exc.strerror}"
     try:
-        # The ioctl is asked of the descriptor that was checked to be a device.
-        if not stat.S_ISCHR(os.fstat(fd).st_mode):
-            return f"{device} is not a character device"
+        if not _is_kvm_node(os.fstat(fd)):
+            return f"{device} changed while it was checked"
         try:
             version = fcntl.ioctl(fd, KVM_GET_API_VERSION, 0)
         except OSError as exc:
@@ -70,6 +87,11 @@ def kvm_problem(device: Path = KVM_DEVICE) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def _is_kvm_node(found: os.stat_result) -> bool:
+    rdev = (os.major(found.st_rdev), os.minor(found.st_rdev))
+    return stat.S_ISCHR(found.st_mode) and rdev == KVM_NODE
 
 
 def choose(

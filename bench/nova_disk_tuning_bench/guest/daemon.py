@@ -87,8 +87,9 @@ group = "root"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = "none"
-# No cgroups and no per-domain /dev namespace: neither is needed for TCG guests and
-# both depend on how the host was booted.
+# No cgroups and no per-domain /dev namespace: both depend on how the host was
+# booted, and without them QEMU opens /dev/kvm as the root it runs as; pinning
+# (<cputune>) is then done with sched_setaffinity, within the daemon's affinity.
 cgroup_controllers = [ ]
 namespaces = [ ]
 stdio_handler = "logd"

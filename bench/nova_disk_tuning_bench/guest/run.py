@@ -218,7 +218,7 @@ def run(
         ):
             try:
                 bench.accel = guest_boot.choose_accel(
-                    settings.virt_type, conn, guest_kit, work, settings.memory_mb
+                    settings.virt_type, conn, guest_kit, work, daemon.qemu_log
                 )
                 # Host caps and the policy then see the domain type the guests get.
                 conf.set_override("virt_type", bench.accel.virt_type, "libvirt")

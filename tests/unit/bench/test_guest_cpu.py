@@ -1,6 +1,6 @@
 """KVM or TCG for ``bench guest``, and where its threads run (guest/cpu.py).
 
-The probe is a stand-in here (booting a guest is the e2e suite's job:
+The probe and libvirt are stand-ins here (booting a guest is the e2e suite's job:
 tests/e2e/test_bench_guest_accel.py); the device checks run on real files.
 """
 
@@ -63,9 +63,13 @@ def test_kvm_problem_of_files_that_are_not_kvm(tmp_path: Path):
     assert "No such file" in str(cpu.kvm_problem(tmp_path / "kvm"))
     plain = tmp_path / "plain"
     plain.write_bytes(b"")
-    assert cpu.kvm_problem(plain) == f"{plain} is not a character device"
-    # A character device that is not KVM: the ioctl is refused (ENOTTY).
-    assert "does not answer KVM_GET_API_VERSION" in str(cpu.kvm_problem(Path("/dev/null")))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to("/dev/null")
+    # None of them is opened: a FIFO, a file, another character device.
+    for path in (plain, fifo, link, Path("/dev/null")):
+        assert cpu.kvm_problem(path) == f"{path} is not the KVM device (character device 10:232)"
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="no /dev/kvm on this host")
@@ -89,3 +93,72 @@ def test_pin_plan_repeats_and_spreads():
 
 def test_host_cpus_are_this_process_affinity():
     assert cpu.host_cpus() == sorted(os.sched_getaffinity(0))
+
+
+class _Domain:
+    """A libvirt domain stand-in: active until destroyed (booting is the e2e suite's)."""
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def isActive(self) -> bool:
+        return self.active
+
+    def destroy(self) -> None:
+        self.active = False
+
+
+class _Conn:
+    def __init__(self) -> None:
+        self.domains: list[_Domain] = []
+        self.xml = ""
+
+    def createXML(self, xml: str, flags: int) -> _Domain:
+        self.xml = xml
+        self.domains.append(_Domain())
+        return self.domains[-1]
+
+
+def _kit(tmp_path: Path):
+    from nova_disk_tuning_bench.guest.kit import GuestKit
+
+    return GuestKit("k", tmp_path, tmp_path / "vmlinuz", tmp_path / "initrd", "6.1", (), "fio")
+
+
+def test_a_probe_that_hangs_is_destroyed_and_says_so(tmp_path: Path):
+    pytest.importorskip("libvirt")
+    from nova_disk_tuning_bench.guest import boot
+
+    conn, console_log = _Conn(), tmp_path / "probe.log"
+    console_log.write_text("[ 0.1] Linux version 6.1\n")
+    with pytest.raises(GuestRunError, match="did not reach its init within 0 s under KVM"):
+        boot.probe_kvm(conn, _kit(tmp_path), "p", console_log, tmp_path / "q.log", timeout=0.3)
+    assert not conn.domains[0].active
+    assert 'type="kvm"' in conn.xml or "type='kvm'" in conn.xml
+    assert f'<memory unit="KiB">{cpu.PROBE_MEMORY_MB * 1024}</memory>' in conn.xml
+
+
+def test_a_probe_that_boots_gives_its_seconds(tmp_path: Path):
+    pytest.importorskip("libvirt")
+    from nova_disk_tuning_bench.guest import boot
+
+    conn, console_log = _Conn(), tmp_path / "probe.log"
+    console_log.write_text("NDT-BOOT k\n")
+    seconds = boot.probe_kvm(conn, _kit(tmp_path), "p", console_log, tmp_path / "q.log")
+    assert 0 <= seconds < cpu.PROBE_TIMEOUT and not conn.domains[0].active
+
+
+def test_a_report_made_before_virt_type_says_tcg():
+    from nova_disk_tuning_bench.guest import report
+
+    assert report.accel_line({"vcpus": 2}) == (
+        "guests under TCG (bench guest ran every guest under TCG then); not pinned"
+    )
+    now = {
+        "accel": "KVM",
+        "accel_reason": "a probe guest reached its init in 0.9 s",
+        "pinned": True,
+    }
+    assert report.caption({"guest": now}) == (
+        "guests under KVM (a probe guest reached its init in 0.9 s); vCPUs and IOThreads pinned"
+    )

@@ -239,13 +239,15 @@ def test_last_words_say_why_a_guest_stopped():
         "[ 1.3] ---[ end trace ]---\n"
     )
     assert console.last_words(panic) == "'[ 1.2] Kernel panic - not syncing: no init'"
-    qemu = (
-        "2026-12-03 starting up libvirt version: 11.3.0\n"
-        + "LC_ALL=C qemu-system-x86_64 "
-        + "-blockdev werror=report " * 40
-        + "\n"
-        + "qemu-system-x86_64: terminating on signal 15 from pid 7\n"
-        + "2026-12-03 shutting down, reason=destroyed\n"
+    qemu = (  # as libvirt writes it: the command line one argument per line
+        "2026-12-03 09:41:02.114+0000: starting up libvirt version: 11.3.0\n"
+        "LC_ALL=C \\\n"
+        "/usr/bin/qemu-system-x86_64 \\\n"
+        "-name guest=ndt-bench-raw-prealloc-defaults-1,debug-threads=on \\\n"
+        '-blockdev \'{"driver":"file","filename":"/w/d","werror":"report"}\' \\\n'
+        "-msg timestamp=on\n"
+        "qemu-system-x86_64: terminating on signal 15 from pid 7\n"
+        "2026-12-03 shutting down, reason=destroyed\n"
     )
     assert console.last_words(qemu) == (
         "'qemu-system-x86_64: terminating on signal 15 from pid 7'"

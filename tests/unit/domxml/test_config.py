@@ -544,10 +544,35 @@ def test_cpusets_as_libvirt_writes_them(text: str, cpus: list[int]) -> None:
     assert config.guest.parse_cpuset(config.guest.format_cpuset(cpus), "p", "n") == cpus
 
 
-@pytest.mark.parametrize("text", ["", "a", "1-", "0-x"])
+@pytest.mark.parametrize("text", ["", "a", "1-", "0-x", "3-1", "0-16384", "0-4000000000"])
 def test_a_cpuset_libvirt_would_not_write_is_refused(text: str) -> None:
     with pytest.raises(exception.InvalidConfigValue, match="a cpuset like"):
         config.guest.parse_cpuset(text, "domain/cputune/vcpupin", "vcpu_pins")
+
+
+def test_a_cpuset_that_leaves_no_cpu_is_refused() -> None:
+    with pytest.raises(exception.InvalidConfigValue, match="at least one CPU"):
+        config.guest.parse_cpuset("0,^0", "domain/cputune/emulatorpin", "emulator_pin")
+
+
+def test_a_vcpu_pinned_twice_is_refused_when_parsed() -> None:
+    text = (
+        _guest()
+        .to_xml()
+        .replace(
+            "<vcpu>2</vcpu>",
+            '<vcpu>2</vcpu><cputune><vcpupin vcpu="0" cpuset="0"/><vcpupin vcpu="0" cpuset="1"/>'
+            "</cputune>",
+        )
+    )
+    with pytest.raises(exception.InvalidConfigValue, match="one pin per vCPU"):
+        config.LibvirtConfigGuest().parse_str(text)
+
+
+def test_iothreads_libvirt_numbers_beside_the_named_ones() -> None:
+    guest = _guest(iothreads=3, iothread_ids=[5], iothread_pins={1: [0], 2: [1], 5: [0]})
+    assert guest.iothread_id_set() == {1, 2, 5}
+    guest.to_xml()  # pins to 1 and 2 are libvirt's own ids: accepted
 
 
 def test_guest_direct_kernel_boot_with_serial_console() -> None:
