@@ -1,8 +1,10 @@
-"""Compare the drop-in's run of Nova's suites with the baseline run on Nova's driver.
+"""Compare the drop-in's run of Nova's suites with Nova's driver's outcomes.
 
-``python -m tests.nova_suites.compare DIR`` reads ``DIR/nova.subunit`` and
-``DIR/dropin.subunit`` (the same test ids, one run each), the drop-in run's
-events (``DIR/events/*.jsonl``) and ``divergences.yaml`` beside this file.
+``python -m tests.nova_suites.compare DIR`` reads ``DIR/dropin.subunit`` (a
+full run), Nova's driver's outcomes (``baseline.json``, recorded, and
+``DIR/nova.subunit``, the tests :mod:`~tests.nova_suites.baseline` says to
+run live, which win), the drop-in run's events (``DIR/events/*.jsonl``) and
+``divergences.yaml`` beside this file.
 It fails (exit 1, one line per problem) when:
 
 * a test's outcome on the drop-in differs from the baseline and the
@@ -115,19 +117,31 @@ def problems(nova: dict[str, str], dropin: dict[str, str], listed: dict, seen: l
 
 
 def main(directory: str) -> int:
+    from tests.nova_suites import baseline
+
     where = pathlib.Path(directory)
-    nova, dropin = outcomes(where / "nova.subunit"), outcomes(where / "dropin.subunit")
+    dropin = outcomes(where / "dropin.subunit")
+    live_path = where / "nova.subunit"
+    live = outcomes(live_path) if live_path.exists() else {}
+    recorded = baseline.load()
+    nova = baseline.merged(recorded, live)
     seen = events(where / "events")
     found = list(problems(nova, dropin, divergences(), seen))
     for line in found:
         print(line)
+    for test_id in baseline.stale(recorded, live):
+        print(
+            f"note: Nova's driver now gives {live[test_id]} for {test_id} "
+            f"(recorded: {recorded[test_id]}); make nova-suites-baseline records it again"
+        )
     counts = {
         name: collections.Counter(run.values())
         for name, run in (("nova", nova), ("dropin", dropin))
     }
     fallbacks = sum("keeps Nova's settings" in e["message"] for e in seen)
     print(
-        f"Nova's driver: {dict(counts['nova'])}; drop-in: {dict(counts['dropin'])}; "
+        f"Nova's driver: {dict(counts['nova'])} ({len(live)} run live, the rest recorded for "
+        f"Nova {baseline.nova_version()}); drop-in: {dict(counts['dropin'])}; "
         f"listed divergences: {len(divergences())}; fall-backs for missing disks: {fallbacks}"
     )
     return 1 if found else 0

@@ -1,11 +1,14 @@
-"""The watchdog of ``make nova-suites``: a test that hangs ends its worker, with stacks.
+"""The harness of ``make nova-suites``: its watchdog, its baseline, its comparison.
 
 A test that deadlocks does not run oslotest's SIGALRM timeout; the watchdog
 ``tests/nova_suites/rebind.py`` arms around every Nova test is faulthandler's
-C thread, so the run goes on and the log says where it hung.
+C thread, so the run goes on and the log has the stacks. Nova's driver's
+outcomes come from a recording plus a live run of the tests the comparison
+could turn on (``tests/nova_suites/baseline.py``).
 """
 
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -69,3 +72,33 @@ class CompareTest(test.NoDBTestCase):
             ],
             found,
         )
+
+
+class BaselineTest(test.NoDBTestCase):
+    def test_what_runs_live_on_novas_driver(self):
+        from tests.nova_suites import baseline
+
+        recorded = {"a": "success", "b": "fail", "c": "success", "d": "success"}
+        dropin = {"a": "success", "b": "fail", "c": "fail", "d": "success", "new": "success"}
+        listed = {"d": {"dropin": "fail", "reason": "r"}}
+        # c differs from the recording, new was never recorded, d is listed.
+        self.assertEqual(["c", "d", "new"], baseline.recheck(dropin, recorded, listed))
+        live = {"c": "fail", "d": "success", "new": "success"}
+        self.assertEqual({**recorded, **live}, baseline.merged(recorded, live))
+        self.assertEqual(["c"], baseline.stale(recorded, live))
+
+    def test_a_recording_of_another_nova_is_not_used(self):
+        from tests.nova_suites import baseline
+
+        with tempfile.TemporaryDirectory() as where:
+            path = os.path.join(where, "baseline.json")
+            with open(path, "w") as handle:
+                handle.write('{"nova": "33.0.0", "outcomes": {"a": "success"}}')
+            self.assertEqual({}, baseline.load(pathlib.Path(path)))
+
+    def test_the_recording_is_for_the_installed_nova_and_whole(self):
+        from tests.nova_suites import baseline, compare
+
+        recorded = baseline.load()
+        self.assertGreaterEqual(len(recorded), compare.MIN_TESTS)
+        self.assertNotIn(compare.UNFINISHED, recorded.values())
