@@ -272,27 +272,21 @@ class LibvirtConfigGuest(LibvirtConfigObject):
             etree.SubElement(tune, "iothreadpin", iothread=str(thread), cpuset=format_cpuset(cpus))
 
     def _parse_cputune(self, tune: etree._Element) -> None:
-        vcpus: dict[int, list[int]] = {}
-        threads: dict[int, list[int]] = {}
+        # <vcpupin vcpu=N> and <iothreadpin iothread=N>: the same shape, two attributes.
+        pins: dict[str, dict[int, list[int]]] = {"vcpu_pins": {}, "iothread_pins": {}}
+        keyed = {"vcpupin": ("vcpu", "vcpu_pins"), "iothreadpin": ("iothread", "iothread_pins")}
         for child in tune:
             path = f"domain/cputune/{child.tag}"
-            if child.tag == "vcpupin":
-                check = self.checks["vcpu_pins"].key
-                vcpu = base.required(
-                    base.parse_int(child, "vcpu", path, "vcpu_pins"), "vcpu_pins", check
+            if child.tag in keyed:
+                attr, name = keyed[child.tag]
+                key = base.required(
+                    base.parse_int(child, attr, path, name), name, self.checks[name].key
                 )
-                _refuse_twice(vcpu, vcpus, path, "vcpu_pins")
-                vcpus[vcpu] = parse_cpuset(child.get("cpuset"), path, "vcpu_pins")
-            elif child.tag == "iothreadpin":
-                check = self.checks["iothread_pins"].key
-                thread = base.required(
-                    base.parse_int(child, "iothread", path, "iothread_pins"), "iothread_pins", check
-                )
-                _refuse_twice(thread, threads, path, "iothread_pins")
-                threads[thread] = parse_cpuset(child.get("cpuset"), path, "iothread_pins")
+                _refuse_twice(key, pins[name], path, name)
+                pins[name][key] = parse_cpuset(child.get("cpuset"), path, name)
             elif child.tag == "emulatorpin":
                 self.emulator_pin = parse_cpuset(child.get("cpuset"), path, "emulator_pin")
-        self.vcpu_pins, self.iothread_pins = vcpus, threads
+        self.vcpu_pins, self.iothread_pins = pins["vcpu_pins"], pins["iothread_pins"]
 
     def _format_os(self, root: etree._Element) -> None:
         os_element = etree.SubElement(root, "os")
