@@ -110,6 +110,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--vcpus", type=int, metavar="N", help=f"Guest vCPUs (default: {FULL.vcpus})."
     )
     parser.add_argument(
+        "--iothreads",
+        type=int,
+        metavar="N",
+        help="IOThreads per guest, as the flavor extra spec hw:disk_iothreads=N would ask "
+        "(default: [disk_tuning] iothreads). Two or more, where libvirt and QEMU map "
+        "queues to IOThreads, add the +iotq cells (a disk's queues spread over all N).",
+    )
+    parser.add_argument(
         "--memory",
         type=int,
         metavar="MIB",
@@ -139,9 +147,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def settings_from(args: argparse.Namespace) -> guest_run.Settings:
     """The run's settings: --quick or the full defaults, then each option given."""
     base = QUICK if args.quick else FULL
-    for name in ("runtime", "ramp", "repeat", "vcpus", "memory"):
+    for name in ("runtime", "ramp", "repeat", "vcpus", "memory", "iothreads"):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "ramp" else 1):
+        if value is not None and value < (0 if name in ("ramp", "iothreads") else 1):
             raise exception.InvalidConfig(reason=f"--{name} {value} is out of range")
     timing = jobs.Timing(
         runtime=args.runtime if args.runtime is not None else base.timing.runtime,
@@ -159,6 +167,7 @@ def settings_from(args: argparse.Namespace) -> guest_run.Settings:
         repeat=args.repeat or base.repeat,
         disk_size=parse_size(args.size, "--size") if args.size else base.disk_size,
         vcpus=args.vcpus or base.vcpus,
+        iothreads=args.iothreads,
         memory_mb=args.memory or base.memory_mb,
         host_bound=not args.no_host_bound,
         virt_type=args.virt_type,

@@ -156,7 +156,7 @@ def plan_iothreads(
     plan = {d.name: _other_bus(d.bus, queues) for d in disks}
     for index, name in enumerate(blk):
         if mapping:
-            spread = _spread(index, _queue_count(queues), count)
+            spread = spread_queues(index, _queue_count(queues), count)
             plan[name] = DeviceIOThreads(
                 Decision(None, "per-queue mapping instead of one IOThread"),
                 Decision(spread, f"{queues.value} queue(s) spread over {count} IOThreads"),
@@ -201,11 +201,9 @@ def _mapping(
 ) -> tuple[bool, str]:
     if not conf.disk_tuning.iothread_queue_mapping:
         return False, "per-queue mapping off ([disk_tuning] iothread_queue_mapping)"
-    if not host.iothread_queue_mapping:
-        return False, (
-            f"per-queue mapping needs libvirt >= {short_version(QUEUE_MAPPING_LIBVIRT)} and "
-            f"QEMU >= {short_version(QUEUE_MAPPING_QEMU)} ({host.describe()})"
-        )
+    unsupported = queue_mapping_unsupported(host)
+    if unsupported:
+        return False, unsupported
     if wanted < 2:
         return False, "per-queue mapping needs at least two IOThreads"
     if not blk:
@@ -213,7 +211,17 @@ def _mapping(
     return True, ""
 
 
-def _spread(index: int, queues: int, count: int) -> dict[int, list[int]]:
+def queue_mapping_unsupported(host: HostCaps) -> str | None:
+    """Why this host's libvirt or QEMU cannot map queues to IOThreads, or None."""
+    if host.iothread_queue_mapping:
+        return None
+    return (
+        f"per-queue mapping needs libvirt >= {short_version(QUEUE_MAPPING_LIBVIRT)} and "
+        f"QEMU >= {short_version(QUEUE_MAPPING_QEMU)} ({host.describe()})"
+    )
+
+
+def spread_queues(index: int, queues: int, count: int) -> dict[int, list[int]]:
     """Queue q of the index-th disk -> IOThread (index + q) % count + 1.
 
     Starting each disk at a different IOThread keeps queue 0 of every disk

@@ -24,6 +24,7 @@ from lxml import etree
 
 from nova_disk_tuning import domxml
 from nova_disk_tuning.agent.assembly import GuestDisk, refuse_native_without_direct_cache
+from nova_disk_tuning.policy.iothreads import spread_queues
 from nova_disk_tuning_bench.guest import console, cpu, domains
 from nova_disk_tuning_bench.guest.errors import GuestRunError
 from nova_disk_tuning_bench.guest.jobs import FioResult, Job, Timing, parse_terse
@@ -56,10 +57,17 @@ def configure_disk(disk: domxml.LibvirtConfigGuestDisk, variant: Variant) -> Non
     if variant.tuning is not None:
         variant.tuning.apply(disk)
         return
-    disk.driver_cache = variant.cell.cache
-    disk.driver_io = variant.cell.io
-    disk.driver_iothread = 1 if variant.cell.iothread else None
+    cell = variant.cell
+    disk.driver_cache = cell.cache
+    disk.driver_io = cell.io
     disk.driver_queues = variant.queues
+    if cell.spread:
+        # The same spread the policy plans for the first disk of a guest.
+        disk.driver_iothread_queues = spread_queues(
+            0, variant.queues or 1, variant.domain_iothreads
+        )
+    else:
+        disk.driver_iothread = 1 if cell.iothread else None
 
 
 def kit_guest(
@@ -295,4 +303,8 @@ def _qemu_view(argv: list[str], data: GuestDisk) -> dict[str, Any]:
         args = domains.disk_by_source(argv, path)
     except GuestRunError:
         return {}
-    return {"aio": args.aio, "cache.direct": args.cache_direct, "iothread": args.iothread}
+    view = {"aio": args.aio, "cache.direct": args.cache_direct, "iothread": args.iothread}
+    mapping = args.device.raw.get("iothread-vq-mapping") if args.device else None
+    if mapping:
+        view["iothread-vq-mapping"] = mapping
+    return view

@@ -12,9 +12,11 @@ gets for that disk:
 - ``pick``: what the plugin's policy decides from the facts measured on the
   disk (:func:`~nova_disk_tuning.policy.decide.tune_guest`);
 - every other *legal* cell of cache x io x IOThread, labelled like
-  ``none+native+iot`` (``+iot``: the disk bound to IOThread 1). Enumerated
-  cells set ``queues`` to the vCPU count, as the policy does, so a cell
-  and the pick differ only in what their labels say.
+  ``none+native+iot`` (``+iot``: the disk bound to IOThread 1; ``+iotq``:
+  its queues spread over all the guest's IOThreads, per-queue mapping,
+  enumerated only for a run with two or more IOThreads on a host that has
+  it). Enumerated cells set ``queues`` to the vCPU count, as the policy
+  does, so a cell and the pick differ only in what their labels say.
 
 Legal means QEMU starts the guest: the rules are
 :mod:`~nova_disk_tuning.policy.safety`'s (native AIO needs an
@@ -31,8 +33,8 @@ import dataclasses
 import fnmatch
 from collections.abc import Sequence
 
-from nova_disk_tuning.policy import safety
-from nova_disk_tuning.policy.facts import DiskFacts
+from nova_disk_tuning.policy import iothreads, safety
+from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 from nova_disk_tuning.policy.result import DiskTuning
 
 
@@ -77,17 +79,23 @@ class Cell:
 
     cache: str | None  # None: no attribute (QEMU's writeback)
     io: str | None  # None: no attribute (QEMU's thread pool)
-    iothread: bool  # bound to IOThread 1
+    iothread: bool  # on IOThreads: bound to IOThread 1, or spread (below)
+    # Queues spread over all the guest's IOThreads (per-queue mapping).
+    spread: bool = False
 
     @property
     def label(self) -> str:
-        return f"{self.cache or 'default'}+{self.io or 'default'}" + (
-            "+iot" if self.iothread else ""
-        )
+        threads = ("+iotq" if self.spread else "+iot") if self.iothread else ""
+        return f"{self.cache or 'default'}+{self.io or 'default'}{threads}"
 
-    def effective(self) -> tuple[str, str, bool]:
+    def effective(self) -> tuple[str, str, bool, bool]:
         """What QEMU runs: two cells with the same value measure the same thing."""
-        return (safety.effective_cache(self.cache), self.io or "threads", self.iothread)
+        return (
+            safety.effective_cache(self.cache),
+            self.io or "threads",
+            self.iothread,
+            self.spread,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,20 +143,42 @@ def pick_variant(tuning: DiskTuning, iothreads: int, facts: DiskFacts) -> Varian
     def keyword(value: object) -> str | None:
         return value if isinstance(value, str) else None
 
+    spread = bool(tuning.iothread_queues.value)
     cell = Cell(
-        keyword(tuning.cache.value), keyword(tuning.io.value), tuning.iothread.value is not None
+        keyword(tuning.cache.value),
+        keyword(tuning.io.value),
+        tuning.iothread.value is not None or spread,
+        spread,
     )
     queues = tuning.queues.value if isinstance(tuning.queues.value, int) else None
-    decisions = (("cache", tuning.cache), ("io", tuning.io), ("iothread", tuning.iothread))
+    threads = (
+        ("iothread_queues", tuning.iothread_queues) if spread else ("iothread", tuning.iothread)
+    )
+    decisions = (("cache", tuning.cache), ("io", tuning.io), threads)
     why = "; ".join(f"{name}: {decision.reason}" for name, decision in decisions)
     # The policy never picks an unsafe cell unless the operator forces one.
     problem = unsafety(cell, facts)
     return Variant("pick", cell, queues, iothreads, problem is None, problem or why, tuning)
 
 
-def cells(caches: Sequence[str] = CACHES, io_modes: Sequence[str] = IO_MODES) -> list[Cell]:
-    """Every cache x io x IOThread combination, legal or not, in a stable order."""
-    return [Cell(c, i, t) for t in (False, True) for c in caches for i in io_modes]
+def cells(
+    caches: Sequence[str] = CACHES, io_modes: Sequence[str] = IO_MODES, spread: bool = False
+) -> list[Cell]:
+    """Every cache x io x IOThread combination, legal or not, in a stable order.
+
+    ``spread`` adds the per-queue cells (``+iotq``) after the others.
+    """
+    threads = [(False, False), (True, False)] + ([(True, True)] if spread else [])
+    return [Cell(c, i, t, q) for t, q in threads for c in caches for i in io_modes]
+
+
+def spread_problem(host: HostCaps, count: int, vcpus: int) -> str | None:
+    """Why a run with ``count`` IOThreads cannot measure ``+iotq`` cells, or None."""
+    if count < 2:
+        return f"the run has {count} IOThread(s): ask for two or more with --iothreads"
+    if vcpus < 2:
+        return "one vCPU gives the disk one queue: nothing to spread"
+    return iothreads.queue_mapping_unsupported(host)
 
 
 def variants(
@@ -158,24 +188,31 @@ def variants(
     vcpus: int,
     wanted: Sequence[str] = ("*",),
     io_uring: bool = True,
+    iothread_count: int = 1,
+    no_spread: str | None = "the run has one IOThread",
 ) -> tuple[list[Variant], list[str]]:
     """The variants to measure for one layout, and notes on what was left out.
 
     ``wanted`` holds names or ``fnmatch`` patterns of variant names/labels. Cells
     QEMU would run the same way as a named variant are measured once, under the
     name. ``io_uring`` False leaves io_uring cells out (the host cannot run them).
+    ``no_spread`` says why the per-queue cells (``+iotq``, over ``iothread_count``
+    IOThreads) are left out (:func:`spread_problem`), noted when a pattern
+    names them; None measures them.
     """
     named = {"defaults": defaults_variant(), "nova": nova_variant(layout, facts), "pick": pick}
     chosen = [v for name, v in named.items() if _wanted(name, wanted)]
     notes: list[str] = []
     taken = {v.cell.effective(): v.name for v in chosen}
     refused: list[str] = []
-    for cell in cells():
+    for cell in cells(spread=True):
         if not _wanted(cell.label, wanted):
             continue
         same = taken.get(cell.effective())
         if same is not None:
             continue  # measured as `same`
+        if cell.spread and no_spread is not None:
+            continue
         problem = legality(cell, facts)
         if problem is not None:
             refused.append(cell.label)
@@ -183,13 +220,18 @@ def variants(
         if cell.io == "io_uring" and not io_uring:
             continue
         risk = unsafety(cell, facts)
-        domain_iothreads = 1 if cell.iothread else 0
+        domain_iothreads = (iothread_count if cell.spread else 1) if cell.iothread else 0
         chosen.append(Variant(cell.label, cell, vcpus, domain_iothreads, risk is None, risk or ""))
         taken[cell.effective()] = cell.label
     if refused:
         notes.append(f"{layout.name}: not measured, QEMU refuses them: {', '.join(refused)}")
     if not io_uring and any(_wanted(c.label, wanted) for c in cells() if c.io == "io_uring"):
         notes.append(f"{layout.name}: io_uring cells not measured: this host cannot use io_uring")
+    # Noted when asked for by a pattern other than the full matrix's "*".
+    narrow = [pattern for pattern in wanted if pattern != "*"]
+    spread = [c.label for c in cells(spread=True) if c.spread]
+    if no_spread is not None and any(_wanted(label, narrow) for label in spread):
+        notes.append(f"{layout.name}: +iotq cells not measured: {no_spread}")
     return chosen, notes
 
 

@@ -213,6 +213,8 @@ def guest_facts(bench: GuestBench) -> dict[str, Any]:
         "accel_reason": accel.reason if accel else None,
         "pinned": settings.pin,
         "vcpus": settings.vcpus,
+        # --iothreads as given (the flavor's hw:disk_iothreads); None: the config's.
+        "iothreads": settings.iothreads,
         "memory_mib": settings.memory_mb,
         "disk_size_mib": settings.disk_size // MiB,
         "runtime": settings.timing.runtime,

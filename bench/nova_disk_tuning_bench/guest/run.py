@@ -35,6 +35,7 @@ from nova_disk_tuning.common.units import GiB
 from nova_disk_tuning.host import Host
 from nova_disk_tuning.policy.decide import tune_guest
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
+from nova_disk_tuning.policy.iothreads import EXTRA_SPEC
 from nova_disk_tuning_bench.guest import boot as guest_boot
 from nova_disk_tuning_bench.guest import cpu, datadisk, kit, matrix, procs
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd
@@ -62,6 +63,7 @@ class Settings:
     quick: bool
     vcpus: int = 2
     memory_mb: int = 512
+    iothreads: int | None = None  # as hw:disk_iothreads; None: [disk_tuning] iothreads
     host_bound: bool = True
     virt_type: str = "auto"  # cpu.VIRT_TYPES
     pin: bool = True
@@ -248,22 +250,24 @@ def _plan(
     """Each layout's variants, decided on the facts of a disk made as the measured ones."""
     assert bench.caps is not None
     settings = bench.settings
+    count = conf.disk_tuning.iothreads if settings.iothreads is None else settings.iothreads
+    flavor = None if settings.iothreads is None else {EXTRA_SPEC: str(settings.iothreads)}
     plan = []
     for layout in _layouts(bench):
         disk = disks.make(layout)
         try:
             facts = disk.facts
-            # Decided under the layout's own preallocate_images, as a host
-            # configured for that layout would decide.
+            # Under the layout's own preallocate_images, as its host would decide.
             with disks.configured(layout):
-                tuning = tune_guest([facts], bench.caps, conf, settings.vcpus)
+                tuning = tune_guest([facts], bench.caps, conf, settings.vcpus, flavor)
         finally:
             disks.destroy(layout, disk)
         bench.facts[layout.name] = facts
         pick = matrix.pick_variant(tuning.disk(facts.name), tuning.iothreads.thread_count, facts)
         variants, notes = matrix.variants(
-            layout, facts, pick, settings.vcpus, settings.variants, bench.caps.io_uring
-        )
+            layout, facts, pick, settings.vcpus, settings.variants, bench.caps.io_uring,
+            count, matrix.spread_problem(bench.caps, count, settings.vcpus),
+        )  # fmt: skip
         bench.notes.extend(notes)
         if not variants:
             bench.notes.append(f"{layout.name}: no variant matches {', '.join(settings.variants)}")

@@ -132,4 +132,47 @@ def test_selection_by_name_and_pattern(conf, wanted, names):
 def test_labels():
     assert matrix.Cell("none", "native", True).label == "none+native+iot"
     assert matrix.Cell(None, None, False).label == "default+default"
-    assert matrix.Cell(None, None, False).effective() == ("writeback", "threads", False)
+    assert matrix.Cell(None, None, False).effective() == ("writeback", "threads", False, False)
+    assert matrix.Cell("none", "native", True, spread=True).label == "none+native+iotq"
+
+
+NEXT = HostCaps((11, 3, 0), (10, 0, 2), True)
+
+
+def test_pick_with_per_queue_mapping_is_its_own_cell(conf):
+    """With two IOThreads on a host that maps queues, the pick is +iotq, not +iot."""
+    facts = _facts()
+    tuning = tune_guest([facts], NEXT, conf, 4, {"hw:disk_iothreads": "2"})
+    pick = matrix.pick_variant(tuning.disk("vda"), tuning.iothreads.thread_count, facts)
+    assert pick.cell == matrix.Cell("none", "native", True, spread=True)
+    assert pick.domain_iothreads == 2 and pick.queues == 4
+    assert "spread over 2 IOThreads" in pick.why
+    variants, notes = matrix.variants(
+        LAYOUT["raw-prealloc"], facts, pick, 4, ("pick", "none+native+iot*"), True, 2, None
+    )
+    # One IOThread for the disk is measured beside the pick, not folded into it.
+    assert [v.name for v in variants] == ["pick", "none+native+iot"]
+    assert _by_name(variants)["none+native+iot"].domain_iothreads == 1
+    assert not notes
+
+
+def test_spread_cells_only_where_the_run_can_map_queues(conf):
+    facts = _facts()
+    pick = _pick(conf, facts)
+    wanted = ("none+threads+iot*",)
+    variants, notes = matrix.variants(LAYOUT["raw-prealloc"], facts, pick, 4, wanted, True, 3, None)
+    spread = _by_name(variants)["none+threads+iotq"]
+    assert spread.domain_iothreads == 3 and spread.queues == 4 and spread.cell.spread
+    problem = matrix.spread_problem(HOST, 2, 4)
+    assert problem is not None and "libvirt >= 10.0" in problem and "QEMU >= 9.0" in problem
+    variants, notes = matrix.variants(
+        LAYOUT["raw-prealloc"], facts, pick, 4, wanted, True, 2, problem
+    )
+    assert [v.name for v in variants] == ["none+threads+iot"]
+    assert notes == [f"raw-prealloc: +iotq cells not measured: {problem}"]
+    assert "--iothreads" in (matrix.spread_problem(NEXT, 1, 4) or "")
+    assert "one vCPU" in (matrix.spread_problem(NEXT, 2, 1) or "")
+    assert matrix.spread_problem(NEXT, 2, 4) is None
+    # The full matrix leaves them out without a note unless a pattern names them.
+    _, notes = matrix.variants(LAYOUT["raw-prealloc"], facts, pick, 4)
+    assert not any("iotq" in note for note in notes)

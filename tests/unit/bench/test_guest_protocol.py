@@ -171,6 +171,19 @@ def test_domain_of_each_named_variant():
         "2",
     )
 
+    spread = matrix.Variant(
+        "none+native+iotq", matrix.Cell("none", "native", True, spread=True), 4, 2, True, ""
+    )
+    domain = _domain(spread)
+    assert domain.findtext("iothreads") == "2"
+    driver = domain.find("devices/disk/driver")
+    assert driver.get("iothread") is None and driver.get("queues") == "4"
+    mapping = {
+        thread.get("id"): [queue.get("id") for queue in thread.findall("queue")]
+        for thread in driver.findall("iothreads/iothread")
+    }
+    assert mapping == {"1": ["0", "2"], "2": ["1", "3"]}
+
 
 def test_a_pinned_kvm_domain_places_every_thread():
     kit = GuestKit("k", Path("/k"), Path("/k/vmlinuz"), Path("/k/initrd.img"), "6.1", (), "fio")

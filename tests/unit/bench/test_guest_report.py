@@ -36,6 +36,11 @@ def test_quick_and_full_settings_and_options():
     assert [j.name for j in custom.jobs] == ["randwrite-4k-qd1", "randread-4k-qd32"]
     with pytest.raises(exception.InvalidConfig, match="--runtime 0"):
         settings_from(_args("--runtime", "0"))
+    assert FULL.iothreads is None  # [disk_tuning] iothreads decides
+    assert settings_from(_args("--iothreads", "2", "--vcpus", "4")).iothreads == 2
+    assert settings_from(_args("--iothreads", "0")).iothreads == 0  # hw:disk_iothreads=0
+    with pytest.raises(exception.InvalidConfig, match="--iothreads -1"):
+        settings_from(_args("--iothreads", "-1"))
     with pytest.raises(SystemExit):
         _args("--layouts", "nfs")
 
