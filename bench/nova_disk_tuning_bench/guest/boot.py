@@ -26,7 +26,7 @@ from nova_disk_tuning import domxml
 from nova_disk_tuning.agent.assembly import GuestDisk, refuse_native_without_direct_cache
 from nova_disk_tuning.policy.iothreads import spread_queues
 from nova_disk_tuning_bench.guest import console, cpu, domains
-from nova_disk_tuning_bench.guest.errors import GuestRunError
+from nova_disk_tuning_bench.guest.errors import GuestRunError, GuestStuck
 from nova_disk_tuning_bench.guest.jobs import FioResult, Job, Timing, parse_terse
 from nova_disk_tuning_bench.guest.kit import GuestKit
 from nova_disk_tuning_bench.guest.matrix import Variant
@@ -214,9 +214,9 @@ def domain_name(*parts: str) -> str:
     return "ndt-bench-" + re.sub(r"[^A-Za-z0-9_-]+", "_", "-".join(parts))
 
 
-def timeout_for(jobs: tuple[Job, ...], timing: Timing) -> float:
-    """How long a boot may take before it counts as hung."""
-    return BOOT_ALLOWANCE + 2.0 * len(jobs) * (timing.runtime + timing.ramp)
+def timeout_for(jobs: tuple[Job, ...], timing: Timing, allowance: float = BOOT_ALLOWANCE) -> float:
+    """How long a boot may take before it counts as hung: ``allowance`` beyond its jobs."""
+    return allowance + 2.0 * len(jobs) * (timing.runtime + timing.ramp)
 
 
 def boot(
@@ -228,11 +228,16 @@ def boot(
     jobs: tuple[Job, ...],
     timing: Timing,
     console_log: Path,
+    allowance: float = BOOT_ALLOWANCE,
 ) -> BootResult:
-    """Run the guest to power-off; its fio results, or GuestRunError (one line)."""
+    """Run the guest to power-off; its fio results, or GuestRunError (one line).
+
+    A guest still running ``allowance`` seconds beyond its jobs raises GuestStuck.
+    """
     import libvirt
 
     started = time.monotonic()
+    timeout = timeout_for(jobs, timing, allowance)
     driver = driver_element(data.config)
     try:
         # Paused first: QEMU's argv is read before the guest can finish and exit.
@@ -242,14 +247,12 @@ def boot(
     try:
         argv = domains.qemu_cmdline(dom)
         dom.resume()
-        domains.wait_for_shutoff(
-            dom, timeout=timeout_for(jobs, timing), console_log=console_log, qemu_log=qemu_log
-        )
+        domains.wait_for_shutoff(dom, timeout=timeout, console_log=console_log, qemu_log=qemu_log)
     except GuestRunError:
         report = _report(console_log)
         where = f"in fio job {report.fio_started}" if report.fio_started else "before any job"
-        raise GuestRunError(
-            f"{name} did not power off within {timeout_for(jobs, timing):.0f} s "
+        raise GuestStuck(
+            f"{name} did not power off within {timeout:.0f} s "
             f"({'booted' if report.booted else 'never booted'}, stuck {where})"
         ) from None
     finally:

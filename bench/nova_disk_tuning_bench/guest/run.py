@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,17 +35,21 @@ from nova_disk_tuning.policy.decide import tune_guest
 from nova_disk_tuning.policy.facts import DiskFacts, HostCaps
 from nova_disk_tuning.policy.iothreads import EXTRA_SPEC
 from nova_disk_tuning_bench.guest import boot as guest_boot
-from nova_disk_tuning_bench.guest import cpu, datadisk, kit, matrix, procs
+from nova_disk_tuning_bench.guest import cpu, datadisk, kit, matrix
+from nova_disk_tuning_bench.guest import rig as guest_rig
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd
-from nova_disk_tuning_bench.guest.errors import GuestBenchError, LibvirtdError
+from nova_disk_tuning_bench.guest.errors import GuestBenchError, GuestStuck
 from nova_disk_tuning_bench.guest.jobs import JOBS, FioResult, Job, Timing, jobs_archive
 from nova_disk_tuning_bench.guest.jobs import run_on_host as fio_on_host
 
 LOG = logging.getLogger(__name__)
 
-WORKDIR = "ndt-bench-guest"
+WORKDIR = guest_rig.WORKDIR
 # Boot, power-off and making the disk, per boot, measured here with --quick.
 BOOT_OVERHEAD = 20.0
+# A cell whose guest hung this often is not booted again in the run: one hang
+# is a glitch of that boot (GuestStuck), a second says the XML is at fault.
+MAX_STUCK = 2
 
 Progress = Callable[[float], None]
 
@@ -67,6 +69,7 @@ class Settings:
     host_bound: bool = True
     virt_type: str = "auto"  # cpu.VIRT_TYPES
     pin: bool = True
+    boot_timeout: float = guest_boot.BOOT_ALLOWANCE  # beyond the jobs, before a boot hung
 
 
 QUICK = Settings(
@@ -98,6 +101,7 @@ class Cell:
     driver: str = ""
     qemu: dict[str, Any] = dataclasses.field(default_factory=dict)
     runs: dict[str, list[FioResult]] = dataclasses.field(default_factory=dict)
+    stuck: int = 0  # boots that hung, left out of ``runs``
 
 
 @dataclasses.dataclass
@@ -111,6 +115,7 @@ class GuestBench:
     cells: list[Cell] = dataclasses.field(default_factory=list)
     host: dict[tuple[str, str], list[FioResult]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    failed: list[str] = dataclasses.field(default_factory=list)  # boots left out, one line each
     boots: int = 0
     elapsed: float = 0.0
     estimate: float = 0.0
@@ -125,52 +130,6 @@ def estimate_seconds(settings: Settings, boots: int, layouts: int) -> float:
 
 
 @contextlib.contextmanager
-def _workdir(path: Path) -> Iterator[Path]:
-    """The run's own directory, after ending what a killed run left in it."""
-    path.mkdir(parents=True, exist_ok=True)
-    # The lock is on the directory itself: nothing is left beside the work directory.
-    lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GuestBenchError(
-                reason=f"another bench guest runs in {path}; wait for it or use another --path"
-            ) from None
-        work = path / WORKDIR
-        if work.exists():
-            procs.reap_pidfiles(work)
-            datadisk.release_loops(work)
-            shutil.rmtree(work)
-        work.mkdir()
-        try:
-            yield work
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    finally:
-        os.close(lock)
-
-
-@contextlib.contextmanager
-def _daemon(work: Path, failure_dir: Path | None) -> Iterator[PrivateLibvirtd]:
-    if os.geteuid() != 0:
-        raise GuestBenchError(reason="needs root: a private libvirtd runs QEMU as root")
-    daemon = PrivateLibvirtd(work / "libvirtd")
-    try:
-        try:
-            daemon.start()
-        except LibvirtdError as exc:
-            first = str(exc).splitlines()[0]
-            kept = _keep(failure_dir, "libvirtd-daemons.log", daemon.base / "daemons.log")
-            raise GuestBenchError(
-                reason=f"cannot start the private libvirtd: {first}{kept}"
-            ) from None
-        yield daemon
-    finally:
-        daemon.stop()
-
-
-@contextlib.contextmanager
 def _overrides(conf: cfg.ConfigOpts, uri: str) -> Iterator[None]:
     conf.set_override("connection_uri", uri, "libvirt")
     conf.set_override("virt_type", "qemu", "libvirt")
@@ -179,15 +138,6 @@ def _overrides(conf: cfg.ConfigOpts, uri: str) -> Iterator[None]:
     finally:
         conf.clear_override("connection_uri", "libvirt")
         conf.clear_override("virt_type", "libvirt")
-
-
-def _keep(failure_dir: Path | None, name: str, source: Path) -> str:
-    """Copy a log into ``failure_dir``; the message part that says where it went."""
-    if failure_dir is None or not source.exists():
-        return ""
-    failure_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, failure_dir / name)
-    return f" (log: {failure_dir / name})"
 
 
 def run(
@@ -208,13 +158,13 @@ def run(
     bench = GuestBench(settings, announce=announce or (lambda line: None))
     failures = Path(failure_dir) if failure_dir else None
     base = Path(os.path.abspath(path or conf.instances_path))
-    with _workdir(base) as work:
+    with guest_rig.workdir(base) as work:
         guest_kit = kit.build_guest_kit()
         bench.kit_key, bench.fio_version = guest_kit.key, guest_kit.fio_version
         report(1.0)
         disks = datadisk.DataDisks(conf, work, settings.disk_size)
         with (
-            _daemon(work, failures) as daemon,
+            guest_rig.daemon(work, failures) as daemon,
             _overrides(conf, daemon.uri),
             contextlib.closing(daemon.open()) as conn,
         ):
@@ -305,15 +255,17 @@ def _measure(
     (work / "consoles").mkdir()
     cells = {(lay.name, v.name): Cell(lay.name, v) for lay, variants in plan for v in variants}
     bench.cells = list(cells.values())
-    rig = _Rig(conn, daemon, guest_kit, disks, jobs_disk, work / "consoles", failures)
+    rig = guest_rig.Rig(conn, daemon, guest_kit, disks, jobs_disk, work / "consoles", failures)
     steps = settings.repeat * (boots + len(plan))
     done = 0
     for rep in range(settings.repeat):
         for layout, variants in plan:
             shift = rep % len(variants)
             for variant in variants[shift:] + variants[:shift]:
-                _boot_once(bench, rig, layout, cells[(layout.name, variant.name)], rep)
-                bench.boots += 1
+                cell = cells[(layout.name, variant.name)]
+                if cell.stuck < MAX_STUCK:
+                    _boot_once(bench, rig, layout, cell, rep)
+                    bench.boots += 1
                 done += 1
                 report(2.0 + 97.0 * done / steps)
             if settings.host_bound:
@@ -322,21 +274,8 @@ def _measure(
             report(2.0 + 97.0 * done / steps)
 
 
-@dataclasses.dataclass
-class _Rig:
-    """What every boot of a run shares."""
-
-    conn: Any
-    daemon: PrivateLibvirtd
-    kit: kit.GuestKit
-    disks: datadisk.DataDisks
-    jobs_disk: Path
-    consoles: Path
-    failures: Path | None
-
-
 def _boot_once(
-    bench: GuestBench, rig: _Rig, layout: matrix.GuestLayout, cell: Cell, rep: int
+    bench: GuestBench, rig: guest_rig.Rig, layout: matrix.GuestLayout, cell: Cell, rep: int
 ) -> None:
     settings = bench.settings
     name = guest_boot.domain_name(layout.name, cell.variant.name, str(rep + 1))
@@ -365,13 +304,21 @@ def _boot_once(
                 settings.jobs,
                 settings.timing,
                 console_log,
+                settings.boot_timeout,
             )
         except GuestBenchError as exc:
-            kept = _keep(rig.failures, f"{name}.console.log", console_log)
-            _keep(rig.failures, f"{name}.qemu.log", rig.daemon.qemu_log(name))
-            raise GuestBenchError(
-                reason=f"{layout.name}/{cell.variant.name}: {exc}{kept}"
-            ) from None
+            kept = guest_rig.keep_log(rig.failures, f"{name}.console.log", console_log)
+            guest_rig.keep_log(rig.failures, f"{name}.qemu.log", rig.daemon.qemu_log(name))
+            if not isinstance(exc, GuestStuck):
+                raise GuestBenchError(
+                    reason=f"{layout.name}/{cell.variant.name}: {exc}{kept}"
+                ) from None
+            # The run goes on without this repetition; the report says so.
+            cell.stuck += 1
+            bench.failed.append(
+                f"{layout.name}/{cell.variant.name} repetition {rep + 1}: {exc}{kept}"
+            )
+            return
     finally:
         rig.disks.destroy(layout, disk)
     cell.driver = cell.driver or result.driver

@@ -41,6 +41,9 @@ def test_quick_and_full_settings_and_options():
     assert settings_from(_args("--iothreads", "0")).iothreads == 0  # hw:disk_iothreads=0
     with pytest.raises(exception.InvalidConfig, match="--iothreads -1"):
         settings_from(_args("--iothreads", "-1"))
+    assert settings_from(_args("--boot-timeout", "45")).boot_timeout == 45
+    with pytest.raises(exception.InvalidConfig, match="--boot-timeout 0 is out of range"):
+        settings_from(_args("--boot-timeout", "0"))
     with pytest.raises(SystemExit):
         _args("--layouts", "nfs")
 
