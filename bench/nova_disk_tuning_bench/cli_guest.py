@@ -122,9 +122,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--boot-timeout",
         type=int,
         metavar="SECONDS",
-        help="How long a guest may run beyond its fio jobs before the boot counts as hung "
-        f"(default: {FULL.boot_timeout:.0f}). A hung boot is left out of the results and "
-        "the run goes on; a cell that hangs twice is not booted again.",
+        help="Seconds a guest may take beyond twice its fio jobs' run time before the boot "
+        f"counts as hung (default: {FULL.boot_timeout:.0f}). A hung boot is left out of the "
+        "results and the run goes on; a cell that hangs "
+        f"{guest_run.MAX_STUCK} times is not booted again.",
     )
     parser.add_argument(
         "--memory",
@@ -214,8 +215,8 @@ def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     if bench.failed:
         # Measured and written, yet not what was asked for: the status says so.
         raise guest_errors.GuestBenchError(
-            reason=f"{len(bench.failed)} of {bench.boots} guest boot(s) hung and are left "
-            f"out of the results written (notes above, logs in {args.output}); "
+            reason=f"{len(bench.failed)} of the {bench.boots} guest boot(s) run hung and are "
+            f"left out of the results written (notes above, logs in {args.output}); "
             "run again to measure them"
         )
     return 0

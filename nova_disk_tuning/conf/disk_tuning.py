@@ -107,10 +107,11 @@ Used only where libvirt >= {short_version(QUEUE_MAPPING_LIBVIRT)} and QEMU >= \
 {short_version(QUEUE_MAPPING_QEMU)} support per-queue mapping;
 elsewhere each disk is bound to one IOThread.
 
-It pays where each IOThread has a host CPU to run on: with 4 vCPUs and 2
-IOThreads sharing 2 host CPUs, the spread was 0.72x-1.17x one IOThread per
-disk in the guest (see the benchmarks), so ask for more than one IOThread
-(``iothreads``, ``hw:disk_iothreads``) only where the host has a CPU for each.
+Measured in the guest with 4 vCPUs and 2 IOThreads sharing 2 host CPUs,
+the spread was 0.72x-1.17x one IOThread per disk (see the benchmarks): a
+second IOThread with no host CPU of its own adds a thread, not a CPU. Ask
+for more than one IOThread (``iothreads``, ``hw:disk_iothreads``) where the
+host has CPUs to spare for them.
 """,
     ),
     cfg.StrOpt(

@@ -50,6 +50,7 @@ def test_queues_spread_over_iothreads_where_the_stack_maps_them(short_path):  # 
         one = cells["none+native+iot"]
         assert one["iothreads"] == 1 and one["qemu"]["iothread"] == "iothread1", one
         assert "iothread-vq-mapping" not in one["qemu"]
+        assert set(cells) == {"pick", "none+native+iot"}  # +iotq is the pick: measured once
     else:
         # One disk, no mapping: the pick is the one-IOThread cell, measured once.
         assert pick["label"] == "none+native+iot" and pick["qemu"]["iothread"] == "iothread1"

@@ -248,13 +248,17 @@ def boot(
         argv = domains.qemu_cmdline(dom)
         dom.resume()
         domains.wait_for_shutoff(dom, timeout=timeout, console_log=console_log, qemu_log=qemu_log)
-    except GuestRunError:
+    except GuestStuck:
         report = _report(console_log)
         where = f"in fio job {report.fio_started}" if report.fio_started else "before any job"
         raise GuestStuck(
             f"{name} did not power off within {timeout:.0f} s "
             f"({'booted' if report.booted else 'never booted'}, stuck {where})"
         ) from None
+    except GuestRunError as exc:
+        # Not a hang (QEMU not found, the guest crashed): the run stops on it.
+        first = str(exc).removeprefix("guest run: ").splitlines()[0]
+        raise GuestRunError(f"{first} ({last_words(console_log, qemu_log)})") from None
     finally:
         _destroy(dom)
     report = _report(console_log)

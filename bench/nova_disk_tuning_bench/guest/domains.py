@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from nova_disk_tuning_bench.guest.errors import GuestRunError
+from nova_disk_tuning_bench.guest.errors import GuestRunError, GuestStuck
 
 # --------------------------------------------------------------------------- argv
 
@@ -291,9 +291,10 @@ def wait_for_shutoff(
 ) -> None:
     """Wait until the domain is shut off (or, if transient, gone).
 
-    On timeout the domain is destroyed and an AssertionError carries the tail of the
-    serial console (taken from the domain XML unless ``console_log`` is given) and, if
-    given, of the domain's QEMU log (``PrivateLibvirtd.qemu_log(name)``).
+    On timeout the domain is destroyed and GuestStuck carries the tail of the serial
+    console (taken from the domain XML unless ``console_log`` is given) and, if given,
+    of the domain's QEMU log (``PrivateLibvirtd.qemu_log(name)``); a domain that
+    crashed raises GuestRunError with the same tails.
     """
     import libvirt
 
@@ -320,9 +321,11 @@ def wait_for_shutoff(
         domain.destroy()
     except libvirt.libvirtError:
         pass
-    raise GuestRunError(
-        f"domain {domain.name()} did not shut off within {timeout:.0f} s (state {state})\n"
-        f"{tail(console_log)}" + (f"\n{tail(qemu_log, 20)}" if qemu_log else "")
+    tails = f"{tail(console_log)}" + (f"\n{tail(qemu_log, 20)}" if qemu_log else "")
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        raise GuestRunError(f"domain {domain.name()} crashed\n{tails}")
+    raise GuestStuck(
+        f"domain {domain.name()} did not shut off within {timeout:.0f} s (state {state})\n{tails}"
     )
 
 

@@ -315,6 +315,12 @@ def _boot_once(
                 ) from None
             # The run goes on without this repetition; the report says so.
             cell.stuck += 1
+            left = settings.repeat - rep - 1
+            if cell.stuck == MAX_STUCK and left:
+                bench.notes.append(
+                    f"{layout.name}/{cell.variant.name}: not booted again after {MAX_STUCK} "
+                    f"hung boots, its last {left} repetition(s) not measured"
+                )
             bench.failed.append(
                 f"{layout.name}/{cell.variant.name} repetition {rep + 1}: {exc}{kept}"
             )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from nova_disk_tuning_bench.guest import boot, console, initramfs, jobs, matrix
-from nova_disk_tuning_bench.guest.errors import GuestKitError, GuestRunError
+from nova_disk_tuning_bench.guest import boot, console, domains, initramfs, jobs, matrix
+from nova_disk_tuning_bench.guest.errors import GuestKitError, GuestRunError, GuestStuck
 from nova_disk_tuning_bench.guest.kit import GuestKit
 
 from nova_disk_tuning import domxml
@@ -268,3 +268,18 @@ def test_last_words_say_why_a_guest_stopped():
     )
     assert console.last_words("booting\nstill booting\n") == "'still booting'"
     assert console.last_words("") == "nothing"
+
+
+def test_a_guest_that_does_not_power_off_is_stuck_and_destroyed(tmp_path):
+    """libvirt's test driver: its running domain ``test`` never powers off by itself."""
+    import libvirt
+
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.lookupByName("test")
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        with pytest.raises(GuestStuck, match="did not shut off within 0 s"):
+            domains.wait_for_shutoff(dom, timeout=0.3, console_log=tmp_path / "none.log")
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF  # destroyed on the way out
+    finally:
+        conn.close()
