@@ -10,25 +10,17 @@ mount namespace where an empty file is bound over the device node.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
-import pytest
 from nova_disk_tuning_bench.guest import cpu
 
-from tests.e2e.test_bench_guest import bench_guest, short_path  # noqa: F401 (fixture)
+from tests.e2e.test_bench_guest import _root, bench_guest, short_path  # noqa: F401 (fixture)
 
 # One guest, one short job: what is under test is the accelerator, not a speed.
 TINY = (
     "--quick", "--layouts", "raw-prealloc", "--variants", "pick", "--jobs", "randread-4k-qd32",
     "--repeat", "1", "--runtime", "1", "--ramp", "0", "--no-host-bound", "--json",
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("bench guest needs root: a private libvirtd runs QEMU as root")
 
 
 def test_without_dev_kvm_the_run_says_tcg_and_why(short_path):  # noqa: F811

@@ -10,12 +10,9 @@ says, in a note, why no ``+iotq`` cell was measured.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
-import pytest
-
-from tests.e2e.test_bench_guest import bench_guest, kept_logs, short_path  # noqa: F401 (fixture)
+from tests.e2e.test_bench_guest import _root, bench_guest, kept_logs, short_path  # noqa: F401 (fixture)
 
 # Two guests, one short job each: what is under test is QEMU's view, not a speed.
 ARGS = (
@@ -24,12 +21,6 @@ ARGS = (
     "--repeat", "1", "--runtime", "1", "--ramp", "0", "--no-host-bound", "--json",
     "--virt-type", "qemu",
 )  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("bench guest needs root: a private libvirtd runs QEMU as root")
 
 
 def test_queues_spread_over_iothreads_where_the_stack_maps_them(short_path):  # noqa: F811

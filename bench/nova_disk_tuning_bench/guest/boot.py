@@ -215,7 +215,7 @@ def domain_name(*parts: str) -> str:
 
 
 def timeout_for(jobs: tuple[Job, ...], timing: Timing, allowance: float = BOOT_ALLOWANCE) -> float:
-    """How long a boot may take before it counts as hung: ``allowance`` beyond its jobs."""
+    """How long a boot may take before it counts as hung: ``allowance`` past twice its jobs."""
     return allowance + 2.0 * len(jobs) * (timing.runtime + timing.ramp)
 
 
@@ -232,7 +232,8 @@ def boot(
 ) -> BootResult:
     """Run the guest to power-off; its fio results, or GuestRunError (one line).
 
-    A guest still running ``allowance`` seconds beyond its jobs raises GuestStuck.
+    A guest still running ``allowance`` seconds past twice its jobs' run time raises
+    GuestStuck.
     """
     import libvirt
 

@@ -69,7 +69,7 @@ class Settings:
     host_bound: bool = True
     virt_type: str = "auto"  # cpu.VIRT_TYPES
     pin: bool = True
-    boot_timeout: float = guest_boot.BOOT_ALLOWANCE  # beyond the jobs, before a boot hung
+    boot_timeout: float = guest_boot.BOOT_ALLOWANCE  # past twice the jobs: a hung boot
 
 
 QUICK = Settings(
