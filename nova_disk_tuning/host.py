@@ -51,6 +51,17 @@ def host_caps(conn: Any | None, io_uring_probe: IoUringProbe = kernel.io_uring_s
     )
 
 
+def quiet_libvirt() -> None:
+    """Stop libvirt printing every error to stderr besides raising it.
+
+    The errors it raises reach the user in one line of ours; the copy it
+    prints, for expected ones too (a domain gone once it stopped), would not.
+    """
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
 class Host:
     """libvirt at ``[libvirt] connection_uri`` (empty: qemu:///system)."""
 
@@ -77,8 +88,7 @@ class Host:
             return self._conn
         import libvirt
 
-        # libvirt prints every error to stderr by default; ours carry the message.
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        quiet_libvirt()
         try:
             conn = libvirt.openReadOnly(self.uri) if self._read_only else libvirt.open(self.uri)
         except libvirt.libvirtError as exc:

@@ -123,9 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         metavar="SECONDS",
         help="Seconds a guest may take beyond twice its fio jobs' run time before the boot "
-        f"counts as hung (default: {FULL.boot_timeout:.0f}). A hung boot is left out of the "
-        "results and the run goes on; a cell that hangs "
-        f"{guest_run.MAX_STUCK} times is not booted again.",
+        f"counts as hung (default: {FULL.boot_timeout:.0f}). A hung boot, like one whose QEMU "
+        "ended without the guest powering off, is left out of the results and the run goes "
+        f"on; a cell that loses {guest_run.MAX_LOST} boots is not booted again.",
     )
     parser.add_argument(
         "--memory",
@@ -215,9 +215,9 @@ def handler(args: argparse.Namespace, conf: cfg.ConfigOpts) -> int:
     if bench.failed:
         # Measured and written, yet not what was asked for: the status says so.
         raise guest_errors.GuestBenchError(
-            reason=f"{len(bench.failed)} of the {bench.boots} guest boot(s) run hung and are "
-            f"left out of the results written (notes above, logs in {args.output}); "
-            "run again to measure them"
+            reason=f"{len(bench.failed)} of the {bench.boots} guest boot(s) run were lost "
+            "(hung, or QEMU ended under the guest) and are left out of the results written "
+            f"(notes above, logs in {args.output}); run again to measure them"
         )
     return 0
 

@@ -13,9 +13,10 @@ Function fixtures:
 ``libvirt_conn``  a connection to the private daemon, closed afterwards.
 ``domain_name``   a unique domain name for the test.
 ``run_guest``     ``run_guest(xml, console_log, timeout=180, on_start=None) -> GuestRun``:
-                  start a transient domain paused, capture QEMU's argv, call
+                  start a domain paused, capture QEMU's argv, call
                   ``on_start(domain, argv)`` while paused, resume, wait for the guest to
-                  power off, parse its console.
+                  power off (GuestLost if QEMU ends otherwise), undefine it, parse its
+                  console.
 
 The suite needs root. Anything else it needs that is missing is an error, not a skip.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nova_disk_tuning_bench.guest import console, domains, kit, stacks
+from nova_disk_tuning_bench.guest import console, domains, kit, lifecycle, stacks
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd, private_libvirtd
 from nova_disk_tuning_bench.guest.errors import GuestKitError, LibvirtdError
 
@@ -60,16 +61,13 @@ def libvirtd() -> Iterator[PrivateLibvirtd]:
     if os.geteuid() != 0:
         pytest.skip(NOT_ROOT)
     try:
-        import libvirt
+        import libvirt  # noqa: F401  (the daemon quiets its error printing when it starts)
     except ImportError:
         pytest.fail(
             "libvirt-python is not installed in this environment (requirements.txt; "
             "it builds against libvirt-dev)",
             pytrace=False,
         )
-    # libvirt prints every error to stderr besides raising it; expected ones (a transient
-    # domain that is gone after power-off) would bury the real ones.
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     try:
         with private_libvirtd() as daemon:
             _check_stack(daemon)
@@ -129,12 +127,8 @@ class GuestRun:
 
 
 @pytest.fixture
-def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Iterator[Callable[..., GuestRun]]:
+def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Callable[..., GuestRun]:
     import time
-
-    import libvirt
-
-    started: list[Any] = []
 
     def run(
         xml: str,
@@ -144,24 +138,20 @@ def run_guest(libvirtd: PrivateLibvirtd, libvirt_conn: Any) -> Iterator[Callable
     ) -> GuestRun:
         t0 = time.monotonic()
         # Start paused: QEMU's argv can be read before the guest can finish and exit.
-        dom = libvirt_conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-        started.append(dom)
+        dom = lifecycle.start_paused(libvirt_conn, xml)
         name = dom.name()
-        argv = domains.qemu_cmdline(dom)
-        if on_start is not None:
-            on_start(dom, argv)
-        dom.resume()
-        domains.wait_for_shutoff(
-            dom, timeout=timeout, console_log=console_log, qemu_log=libvirtd.qemu_log(name)
-        )
+        try:
+            argv = domains.qemu_cmdline(dom)
+            if on_start is not None:
+                on_start(dom, argv)
+            dom.resume()
+            lifecycle.wait_for_shutoff(
+                dom, timeout=timeout, console_log=console_log, qemu_log=libvirtd.qemu_log(name)
+            )
+        finally:
+            lifecycle.discard(dom)  # its name is free for the next run of the test
         elapsed = time.monotonic() - t0
         text = console_log.read_text(errors="replace") if console_log.exists() else ""
         return GuestRun(name, argv, text, console.parse_console(text), elapsed)
 
-    yield run
-    for dom in started:
-        try:
-            if dom.isActive():
-                dom.destroy()
-        except libvirt.libvirtError:
-            pass  # a transient domain is gone once it stopped
+    return run

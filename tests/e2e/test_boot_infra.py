@@ -10,7 +10,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from nova_disk_tuning_bench.guest import console as guest
-from nova_disk_tuning_bench.guest import domains, kit
+from nova_disk_tuning_bench.guest import domains, kit, lifecycle
 
 MIB = 1024 * 1024
 
@@ -93,9 +93,9 @@ def test_guest_writes_pattern_and_qemu_gets_disk_tuning(
     print(f"boot to poweroff: {run.boot_seconds:.1f} s")
 
     # The guest ran its script to the end and verified its own writes.
-    assert run.report.booted, domains.tail(console)
-    assert run.report.done, domains.tail(console)
-    assert run.report.results == {"vda": "ok", "vdb": "ok"}, domains.tail(console)
+    assert run.report.booted, lifecycle.tail(console)
+    assert run.report.done, lifecycle.tail(console)
+    assert run.report.results == {"vda": "ok", "vdb": "ok"}, lifecycle.tail(console)
     assert run.report.sizes == {"vda": 16 * MIB, "vdb": 16 * MIB}
     assert not run.report.failed_modules
 
@@ -150,7 +150,7 @@ def test_guest_reports_checksums_and_missing_disks(
     cmdline = guest.guest_cmdline(["vda", "vdq"], sums=[("vda", 0, 1)], timeout=3)
     run = run_guest(_domain_xml(domain_name, guest_kit, cmdline, console, disks), console)
 
-    assert run.report.done, domains.tail(console)
+    assert run.report.done, lifecycle.tail(console)
     assert run.report.results == {"vda": "ok", "vdq": "fail missing"}
     assert run.report.sums == {("vda", 0, 1): hashlib.md5(content).hexdigest()}
     # The write came after the checksum, and went to the second MiB only.

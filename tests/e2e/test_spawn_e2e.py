@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 from nova_disk_tuning_bench.guest import console as guest
-from nova_disk_tuning_bench.guest import domains, kit
+from nova_disk_tuning_bench.guest import domains, kit, lifecycle
 
 from nova_disk_tuning import conf as ndt_conf
 from nova_disk_tuning import exception
@@ -97,12 +97,12 @@ def wait_and_report(driver: LibvirtDriver, name: str, libvirtd: Any) -> tuple[An
     record = driver.get_record(name)
     console = Path(driver.store.console_path(record.uuid))
     domain = driver.ensure_defined(record)
-    domains.wait_for_shutoff(
+    lifecycle.wait_for_shutoff(
         domain, timeout=BOOT_TIMEOUT, console_log=console, qemu_log=libvirtd.qemu_log(name)
     )
     report = guest.parse_console(console.read_text(errors="replace"))
     argv = domains.qemu_cmdline_from_log(libvirtd.qemu_log(name))
-    assert report.booted and report.done, domains.tail(console)
+    assert report.booted and report.done, lifecycle.tail(console)
     return report, argv
 
 

@@ -1,13 +1,14 @@
 """One guest boot of the in-guest bench: a data disk, one variant, every fio job in turn.
 
 The domain is built from the plugin's own config objects (``domxml``) and
-started transient on the private libvirtd: ``type='kvm'`` or ``'qemu'`` as
-:mod:`~nova_disk_tuning_bench.guest.cpu` chose, pinned, direct kernel boot of the
-kit, the data disk as ``vda`` with the variant's ``<driver>``, the jobs
-disk as ``vdb`` (read-only), the serial console written to a file. One boot
-runs all jobs in sequence: a boot costs 5-15 s under TCG, more than a short
-job. What QEMU really got for the data disk (aio, cache.direct, IOThread) is
-read from its command line and kept with the results.
+started on the private libvirtd (:mod:`~nova_disk_tuning_bench.guest.lifecycle`):
+``type='kvm'`` or ``'qemu'`` as :mod:`~nova_disk_tuning_bench.guest.cpu` chose,
+pinned, direct kernel boot of the kit, the data disk as ``vda`` with the
+variant's ``<driver>``, the jobs disk as ``vdb`` (read-only), the serial
+console written to a file. One boot runs all jobs in sequence: a boot costs
+5-15 s under TCG, more than a short job. What QEMU really got for the data
+disk (aio, cache.direct, IOThread) is read from its command line and kept
+with the results.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from lxml import etree
 from nova_disk_tuning import domxml
 from nova_disk_tuning.agent.assembly import GuestDisk, refuse_native_without_direct_cache
 from nova_disk_tuning.policy.iothreads import spread_queues
-from nova_disk_tuning_bench.guest import console, cpu, domains
-from nova_disk_tuning_bench.guest.errors import GuestRunError, GuestStuck
+from nova_disk_tuning_bench.guest import console, cpu, domains, lifecycle
+from nova_disk_tuning_bench.guest.errors import GuestLost, GuestRunError, GuestStuck
 from nova_disk_tuning_bench.guest.jobs import FioResult, Job, Timing, parse_terse
 from nova_disk_tuning_bench.guest.kit import GuestKit
 from nova_disk_tuning_bench.guest.matrix import Variant
@@ -166,7 +167,7 @@ def probe_kvm(
             f"(a guest kernel that hangs: nested virtualisation?; {said})"
         )
     finally:
-        _destroy(dom)
+        lifecycle.discard(dom)
 
 
 def choose_accel(
@@ -182,16 +183,6 @@ def choose_accel(
         return probe_kvm(conn, kit, name, work / f"{name}.console.log", qemu_log(name))
 
     return cpu.choose(virt_type, probe)
-
-
-def _destroy(dom: Any) -> None:
-    import libvirt
-
-    try:
-        if dom.isActive():
-            dom.destroy()
-    except libvirt.libvirtError:
-        pass  # a transient domain is gone once it stopped
 
 
 def _active(dom: Any) -> bool:
@@ -233,7 +224,7 @@ def boot(
     """Run the guest to power-off; its fio results, or GuestRunError (one line).
 
     A guest still running ``allowance`` seconds past twice its jobs' run time raises
-    GuestStuck.
+    GuestStuck; a QEMU that ended without the guest powering off raises GuestLost.
     """
     import libvirt
 
@@ -242,26 +233,36 @@ def boot(
     driver = driver_element(data.config)
     try:
         # Paused first: QEMU's argv is read before the guest can finish and exit.
-        dom = conn.createXML(guest.to_xml(), libvirt.VIR_DOMAIN_START_PAUSED)
+        dom = lifecycle.start_paused(conn, guest.to_xml())
     except libvirt.libvirtError as exc:
         raise GuestRunError(f"{name}: libvirt refused to start it: {exc}") from None
     try:
-        argv = domains.qemu_cmdline(dom)
-        dom.resume()
-        domains.wait_for_shutoff(dom, timeout=timeout, console_log=console_log, qemu_log=qemu_log)
-    except GuestStuck:
+        try:
+            argv = domains.qemu_cmdline(dom)
+            dom.resume()
+        except (GuestRunError, libvirt.libvirtError) as exc:
+            said = str(exc).removeprefix("guest run: ")
+            if lifecycle.lost_reason(dom):  # QEMU ended before the guest ran
+                raise GuestLost(said) from None
+            raise GuestRunError(f"{name}: cannot read QEMU's command line or resume: {said}")
+        lifecycle.wait_for_shutoff(dom, timeout, console_log=console_log, qemu_log=qemu_log)
+    except GuestLost as exc:
         report = _report(console_log)
+        booted = "booted" if report.booted else "never booted"
         where = f"in fio job {report.fio_started}" if report.fio_started else "before any job"
-        raise GuestStuck(
-            f"{name} did not power off within {timeout:.0f} s "
-            f"({'booted' if report.booted else 'never booted'}, stuck {where})"
-        ) from None
+        if isinstance(exc, GuestStuck):
+            raise GuestStuck(
+                f"{name} did not power off within {timeout:.0f} s ({booted}, stuck {where})"
+            ) from None
+        why = lifecycle.lost_reason(dom) or str(exc).splitlines()[0]
+        said = last_words(console_log, qemu_log)
+        raise GuestLost(f"{name}: {why}, {booted}, {where} ({said})") from None
     except GuestRunError as exc:
-        # Not a hang (QEMU not found, the guest crashed): the run stops on it.
+        # Neither a hang nor a QEMU that ended (QEMU not found): the run stops on it.
         first = str(exc).removeprefix("guest run: ").splitlines()[0]
         raise GuestRunError(f"{first} ({last_words(console_log, qemu_log)})") from None
     finally:
-        _destroy(dom)
+        lifecycle.discard(dom)
     report = _report(console_log)
     try:
         results = check_report(name, report, jobs)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 from oslo_log import log as logging
 
 from nova_disk_tuning.common.versions import format_version, version_from_int
+from nova_disk_tuning.host import quiet_libvirt
 from nova_disk_tuning_bench.guest import stacks
 from nova_disk_tuning_bench.guest.errors import LibvirtdError
 from nova_disk_tuning_bench.guest.prerequisites import (
@@ -177,6 +178,7 @@ class PrivateLibvirtd:
             )
         require_binaries()
         ensure_qemu_identities()
+        quiet_libvirt()  # every libvirt error of the run is reported by the bench, once
         for d in (self.etc, self.run, self.lib, self.log, self.drivers):
             d.mkdir(parents=True)
         self.cache.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Helpers around a running guest: QEMU's command line, domain state, image contents.
+"""Helpers around a running guest: QEMU's command line and image contents.
 
 - :func:`qemu_cmdline` reads the argv of the QEMU process that runs a domain;
   :func:`qemu_cmdline_from_log` recovers it from the domain's QEMU log after the guest
@@ -7,8 +7,6 @@
   ``-blockdev`` / ``-device`` JSON arguments into what the tests check: per node name
   the ``aio`` mode and ``cache.direct``, per disk the IOThread it is bound to
   (what the e2e tests check, and what the bench records of each run).
-- :func:`wait_for_shutoff` waits for a guest to power off and, on timeout, destroys it
-  and raises :class:`GuestRunError` with the tail of its serial console.
 - :func:`read_image` reads bytes back from a raw/qcow2 image or a block device with
   ``qemu-img dd`` (or ``qemu-io`` for unaligned ranges).
 """
@@ -23,12 +21,10 @@ import re
 import shlex
 import subprocess
 import tempfile
-import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from nova_disk_tuning_bench.guest.errors import GuestRunError, GuestStuck
+from nova_disk_tuning_bench.guest.errors import GuestRunError
 
 # --------------------------------------------------------------------------- argv
 
@@ -251,82 +247,6 @@ def disk_by_source(argv: list[str], source: str | os.PathLike[str]) -> DiskArgs:
     top = fmt.node_name if fmt else store.node_name
     device = next((d for d in device_args(argv) if d.drive == top), None)
     return DiskArgs(storage=store, format=fmt, device=device)
-
-
-# --------------------------------------------------------------------------- state
-
-
-def console_log_path(domain: Any) -> Path | None:
-    """The file the domain's first serial port writes to, from the live XML."""
-    root = ET.fromstring(domain.XMLDesc(0))
-    for tag in ("serial", "console"):
-        for chardev in root.findall(f"./devices/{tag}"):
-            if chardev.get("type") == "file":
-                src = chardev.find("source")
-                path = src.get("path") if src is not None else None
-                if path:
-                    return Path(path)
-            log = chardev.find("log")
-            logfile = log.get("file") if log is not None else None
-            if logfile:
-                return Path(logfile)
-    return None
-
-
-def tail(path: Path | None, lines: int = 60) -> str:
-    if path is None:
-        return "(the domain has no file-backed serial console)"
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"({path}: {exc})"
-    return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
-def wait_for_shutoff(
-    domain: Any,
-    timeout: float = 180.0,
-    console_log: Path | None = None,
-    qemu_log: Path | None = None,
-) -> None:
-    """Wait until the domain is shut off (or, if transient, gone).
-
-    On timeout the domain is destroyed and GuestStuck carries the tail of the serial
-    console (taken from the domain XML unless ``console_log`` is given) and, if given,
-    of the domain's QEMU log (``PrivateLibvirtd.qemu_log(name)``); a domain that
-    crashed raises GuestRunError with the same tails.
-    """
-    import libvirt
-
-    if console_log is None:
-        try:
-            console_log = console_log_path(domain)
-        except libvirt.libvirtError:
-            console_log = None
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        try:
-            state, _reason = domain.state()
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return  # a transient domain disappears when it stops
-            raise
-        if state == libvirt.VIR_DOMAIN_SHUTOFF:
-            return
-        if state == libvirt.VIR_DOMAIN_CRASHED:
-            break
-        time.sleep(0.25)
-    try:
-        domain.destroy()
-    except libvirt.libvirtError:
-        pass
-    tails = f"{tail(console_log)}" + (f"\n{tail(qemu_log, 20)}" if qemu_log else "")
-    if state == libvirt.VIR_DOMAIN_CRASHED:
-        raise GuestRunError(f"domain {domain.name()} crashed\n{tails}")
-    raise GuestStuck(
-        f"domain {domain.name()} did not shut off within {timeout:.0f} s (state {state})\n{tails}"
-    )
 
 
 # --------------------------------------------------------------------------- data

@@ -27,8 +27,17 @@ class GuestRunError(GuestBenchError):
     msg_fmt = "guest run: %(reason)s"
 
 
-class GuestStuck(GuestRunError):
-    """A guest did not power off in time: that boot hung, which a run survives.
+class GuestLost(GuestRunError):
+    """A boot ended with no verdict on its XML, which a run survives.
+
+    The guest hung (GuestStuck), or its QEMU ended without the guest powering
+    off: SIGKILL (the OOM killer) or an abort, which libvirt records as
+    ``crashed`` (:mod:`~nova_disk_tuning_bench.guest.lifecycle`).
+    """
+
+
+class GuestStuck(GuestLost):
+    """A guest did not power off in time: that boot hung.
 
     Seen here once in 20 boots of one cell under TCG (QEMU 7.2, soft lockup of
     the guest's CPU in fio); a repetition of the same XML passed.

@@ -264,7 +264,7 @@ def bench_run(bench: GuestBench, path: str) -> harness.BenchRun:
         status="ok",
         results=results(bench),
         notes=[f"guest: {note}" for note in bench.notes]
-        + [f"guest: left out, hung: {line}" for line in bench.failed],
+        + [f"guest: left out, lost: {line}" for line in bench.failed],
         elapsed=bench.elapsed,
         targets=targets(entries(bench)),
     )

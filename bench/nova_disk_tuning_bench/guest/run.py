@@ -38,7 +38,7 @@ from nova_disk_tuning_bench.guest import boot as guest_boot
 from nova_disk_tuning_bench.guest import cpu, datadisk, kit, matrix
 from nova_disk_tuning_bench.guest import rig as guest_rig
 from nova_disk_tuning_bench.guest.daemon import PrivateLibvirtd
-from nova_disk_tuning_bench.guest.errors import GuestBenchError, GuestStuck
+from nova_disk_tuning_bench.guest.errors import GuestBenchError, GuestLost
 from nova_disk_tuning_bench.guest.jobs import JOBS, FioResult, Job, Timing, jobs_archive
 from nova_disk_tuning_bench.guest.jobs import run_on_host as fio_on_host
 
@@ -47,9 +47,10 @@ LOG = logging.getLogger(__name__)
 WORKDIR = guest_rig.WORKDIR
 # Boot, power-off and making the disk, per boot, measured here with --quick.
 BOOT_OVERHEAD = 20.0
-# A cell whose guest hung this often is not booted again in the run: one hang
-# is a glitch of that boot (GuestStuck), a second says the XML is at fault.
-MAX_STUCK = 2
+# A cell that lost this many boots is not booted again in the run: one hang or
+# one QEMU that ended under its guest is a glitch of that boot (GuestLost), a
+# second says the XML is at fault.
+MAX_LOST = 2
 
 Progress = Callable[[float], None]
 
@@ -101,7 +102,7 @@ class Cell:
     driver: str = ""
     qemu: dict[str, Any] = dataclasses.field(default_factory=dict)
     runs: dict[str, list[FioResult]] = dataclasses.field(default_factory=dict)
-    stuck: int = 0  # boots that hung, left out of ``runs``
+    lost: int = 0  # boots lost (hung, or QEMU ended), left out of ``runs``
 
 
 @dataclasses.dataclass
@@ -263,7 +264,7 @@ def _measure(
             shift = rep % len(variants)
             for variant in variants[shift:] + variants[:shift]:
                 cell = cells[(layout.name, variant.name)]
-                if cell.stuck < MAX_STUCK:
+                if cell.lost < MAX_LOST:
                     _boot_once(bench, rig, layout, cell, rep)
                     bench.boots += 1
                 done += 1
@@ -309,17 +310,17 @@ def _boot_once(
         except GuestBenchError as exc:
             kept = guest_rig.keep_log(rig.failures, f"{name}.console.log", console_log)
             guest_rig.keep_log(rig.failures, f"{name}.qemu.log", rig.daemon.qemu_log(name))
-            if not isinstance(exc, GuestStuck):
+            if not isinstance(exc, GuestLost):
                 raise GuestBenchError(
                     reason=f"{layout.name}/{cell.variant.name}: {exc}{kept}"
                 ) from None
             # The run goes on without this repetition; the report says so.
-            cell.stuck += 1
+            cell.lost += 1
             left = settings.repeat - rep - 1
-            if cell.stuck == MAX_STUCK and left:
+            if cell.lost == MAX_LOST and left:
                 bench.notes.append(
-                    f"{layout.name}/{cell.variant.name}: not booted again after {MAX_STUCK} "
-                    f"hung boots, its last {left} repetition(s) not measured"
+                    f"{layout.name}/{cell.variant.name}: not booted again after {MAX_LOST} "
+                    f"lost boots, its last {left} repetition(s) not measured"
                 )
             bench.failed.append(
                 f"{layout.name}/{cell.variant.name} repetition {rep + 1}: {exc}{kept}"

@@ -107,6 +107,11 @@ class _Domain:
     def destroy(self) -> None:
         self.active = False
 
+    def undefine(self) -> None:
+        import libvirt
+
+        raise libvirt.libvirtError("transient")  # as libvirt refuses a transient domain
+
 
 class _Conn:
     def __init__(self) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from nova_disk_tuning_bench.guest import boot, console, domains, initramfs, jobs, matrix
-from nova_disk_tuning_bench.guest.errors import GuestKitError, GuestRunError, GuestStuck
+from nova_disk_tuning_bench.guest import boot, console, initramfs, jobs, lifecycle, matrix
+from nova_disk_tuning_bench.guest.errors import GuestKitError, GuestLost, GuestRunError, GuestStuck
 from nova_disk_tuning_bench.guest.kit import GuestKit
 
 from nova_disk_tuning import domxml
@@ -270,16 +270,87 @@ def test_last_words_say_why_a_guest_stopped():
     assert console.last_words("") == "nothing"
 
 
-def test_a_guest_that_does_not_power_off_is_stuck_and_destroyed(tmp_path):
-    """libvirt's test driver: its running domain ``test`` never powers off by itself."""
+# libvirt's test driver stands in for the private libvirtd (a real QEMU ending
+# under its guest is tests/e2e/test_bench_guest_hang.py). Each test has its own
+# persistent domain: the driver's shared ``test`` domain would carry one test's
+# state into the next.
+TEST_GUEST = "<domain type='test'><name>ndt-lifecycle</name><memory>1024</memory>" \
+    "<os><type>hvm</type></os></domain>"  # fmt: skip
+
+
+@pytest.fixture
+def test_conn():
     import libvirt
 
     conn = libvirt.open("test:///default")
-    try:
-        dom = conn.lookupByName("test")
-        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        with pytest.raises(GuestStuck, match="did not shut off within 0 s"):
-            domains.wait_for_shutoff(dom, timeout=0.3, console_log=tmp_path / "none.log")
-        assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF  # destroyed on the way out
-    finally:
-        conn.close()
+    yield conn
+    if "ndt-lifecycle" in [dom.name() for dom in conn.listAllDomains()]:
+        lifecycle.discard(conn.lookupByName("ndt-lifecycle"))
+    conn.close()
+
+
+@pytest.fixture
+def running(test_conn):
+    dom = test_conn.defineXML(TEST_GUEST)
+    dom.create()
+    return dom
+
+
+def test_a_guest_that_does_not_power_off_is_stuck_and_destroyed(tmp_path, running):
+    import libvirt
+
+    with pytest.raises(GuestStuck, match=r"did not shut off within 0 s \(running\)"):
+        lifecycle.wait_for_shutoff(running, timeout=0.3, console_log=tmp_path / "none.log")
+    assert running.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF  # destroyed on the way out
+
+
+def test_a_guest_that_powered_off_is_done(tmp_path, running):
+    running.shutdown()  # the guest's own power-off: shutoff reason "shutdown"
+    lifecycle.wait_for_shutoff(running, timeout=5, console_log=tmp_path / "none.log")
+    assert lifecycle.lost_reason(running) is None
+
+
+def test_a_guest_stopped_under_it_is_lost_not_stuck(tmp_path, running):
+    """What libvirt says of the stop is in the message; it is not a hang."""
+    running.destroy()  # stands in for QEMU killed under the guest (reason "crashed" there)
+    expected = r"ndt-lifecycle: QEMU ended without the guest powering off \(libvirt: destroyed\)"
+    with pytest.raises(GuestLost, match=expected) as info:
+        lifecycle.wait_for_shutoff(running, timeout=5, console_log=tmp_path / "none.log")
+    assert not isinstance(info.value, GuestStuck)
+
+
+class _Refusing:
+    """A domain whose start libvirt refuses (the test driver starts any it defines)."""
+
+    def __init__(self, dom):
+        self._dom = dom
+
+    def __getattr__(self, attr):
+        return getattr(self._dom, attr)
+
+    def createWithFlags(self, flags):
+        import libvirt
+
+        raise libvirt.libvirtError("refused to start")
+
+
+def test_a_start_libvirt_refuses_leaves_no_definition_behind(test_conn):
+    import libvirt
+
+    class Conn:
+        def defineXML(self, xml):
+            return _Refusing(test_conn.defineXML(xml))
+
+    with pytest.raises(libvirt.libvirtError, match="refused to start"):
+        lifecycle.start_paused(Conn(), TEST_GUEST)
+    assert "ndt-lifecycle" not in test_conn.listDefinedDomains()
+
+
+def test_a_discarded_guest_is_stopped_and_undefined(test_conn, running):
+    import libvirt
+
+    lifecycle.discard(running)
+    with pytest.raises(libvirt.libvirtError) as info:
+        test_conn.lookupByName("ndt-lifecycle")
+    assert info.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    lifecycle.discard(running)  # twice is harmless: a failed boot's cleanup may repeat
