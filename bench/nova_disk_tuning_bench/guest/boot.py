@@ -36,6 +36,9 @@ DATA_DISK = "vda"
 JOBS_DISK = "vdb"
 # Booting the kit took 5-15 s under TCG here; the rest is slack for a loaded host.
 BOOT_ALLOWANCE = 180.0
+# How long libvirt is given to notice a QEMU that ended while its guest was paused
+# (its monitor's EOF is handled by a worker thread, after our call failed).
+RESUME_SETTLE = 5.0
 
 
 @dataclasses.dataclass
@@ -75,7 +78,7 @@ def kit_guest(
     name: str, kit: GuestKit, virt_type: str, vcpus: int, memory_mb: int, cmdline: str,
     console_log: str,
 ) -> domxml.LibvirtConfigGuest:  # fmt: skip
-    """A transient guest booting the kit directly, its serial console written to a file."""
+    """A guest booting the kit directly, its serial console written to a file."""
     guest = domxml.LibvirtConfigGuest(
         virt_type=virt_type,
         name=name,
@@ -242,8 +245,10 @@ def boot(
             dom.resume()
         except (GuestRunError, libvirt.libvirtError) as exc:
             said = str(exc).removeprefix("guest run: ")
-            if lifecycle.lost_reason(dom):  # QEMU ended before the guest ran
-                raise GuestLost(said) from None
+            # QEMU ended before the guest ran? libvirt may not have seen it end yet.
+            why = lifecycle.lost_reason(dom, settle=RESUME_SETTLE)
+            if why:
+                raise lifecycle.lost(why, f"{why}: {said}") from None
             raise GuestRunError(f"{name}: cannot read QEMU's command line or resume: {said}")
         lifecycle.wait_for_shutoff(dom, timeout, console_log=console_log, qemu_log=qemu_log)
     except GuestLost as exc:
@@ -254,7 +259,7 @@ def boot(
             raise GuestStuck(
                 f"{name} did not power off within {timeout:.0f} s ({booted}, stuck {where})"
             ) from None
-        why = lifecycle.lost_reason(dom) or str(exc).splitlines()[0]
+        why = exc.why or str(exc).splitlines()[0]
         said = last_words(console_log, qemu_log)
         raise GuestLost(f"{name}: {why}, {booted}, {where} ({said})") from None
     except GuestRunError as exc:

@@ -35,6 +35,8 @@ class GuestLost(GuestRunError):
     ``crashed`` (:mod:`~nova_disk_tuning_bench.guest.lifecycle`).
     """
 
+    why = ""  # the reason alone, for a message that adds where the guest was
+
 
 class GuestStuck(GuestLost):
     """A guest did not power off in time: that boot hung.

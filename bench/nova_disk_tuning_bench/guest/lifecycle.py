@@ -5,8 +5,9 @@ once a transient domain stops it is gone, and with it libvirt's reason for
 the stop. A persistent one keeps it, so a guest that powered off is told
 apart from a QEMU that ended under it (SIGKILL, as the OOM killer sends, or
 a QEMU abort: shutoff reason ``crashed``), which would otherwise read as a
-guest whose fio printed nothing. The definitions live only as long as the
-run's private libvirtd.
+guest whose fio printed nothing. Each definition is dropped once its boot
+is over (:func:`discard`); one a killed run left goes with the private
+libvirtd's directory.
 
 A QEMU ended by SIGTERM is not told apart: QEMU then stops as a guest
 power-off does, and libvirt records ``shutdown`` for both.
@@ -66,13 +67,29 @@ def discard(dom: Any) -> None:
         pass  # transient (gone once stopped) or already undefined
 
 
-def lost_reason(dom: Any) -> str | None:
+def lost_reason(dom: Any, settle: float = 0.0) -> str | None:
     """Why the domain stopped without its guest powering off, or None.
 
-    None while it runs, once the guest powered off, and for a transient
-    domain that is gone (its reason went with it).
+    None while it runs (after ``settle`` seconds of looking), once the guest
+    powered off, and for a transient domain that is gone (its reason went
+    with it).
     """
-    return _lost(*_state(dom))
+    import libvirt
+
+    deadline = time.monotonic() + settle
+    while True:
+        state, reason = _state(dom)
+        stopped = state in (None, libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED)
+        if stopped or time.monotonic() >= deadline:
+            return _lost(state, reason)
+        time.sleep(0.1)
+
+
+def lost(why: str, message: str) -> GuestLost:
+    """A GuestLost saying ``message``, with the reason alone in ``.why``."""
+    error = GuestLost(message)
+    error.why = why
+    return error
 
 
 def _state(dom: Any) -> tuple[int | None, int | None]:
@@ -96,8 +113,8 @@ def _lost(state: int | None, reason: int | None) -> str | None:
         said = SHUTOFF_REASONS.get(reason or 0, str(reason))
         hint = "; the host's dmesg says if the OOM killer ended it" if said == "crashed" else ""
         return f"QEMU ended without the guest powering off (libvirt: {said}{hint})"
-    if state == libvirt.VIR_DOMAIN_CRASHED:
-        return "the guest panicked and is held (libvirt: crashed, on_crash preserve)"
+    if state == libvirt.VIR_DOMAIN_CRASHED:  # held by on_crash preserve (bench guests destroy)
+        return "the guest panicked and is held (libvirt: crashed)"
     return None
 
 
@@ -160,7 +177,7 @@ def wait_for_shutoff(
         if why:
             if state == libvirt.VIR_DOMAIN_CRASHED:
                 _destroy(domain)
-            raise GuestLost(f"domain {domain.name()}: {why}\n{tails()}")
+            raise lost(why, f"domain {domain.name()}: {why}\n{tails()}")
         if state in (None, libvirt.VIR_DOMAIN_SHUTOFF):
             return
         if time.monotonic() >= deadline:  # after one last look: no race with a late power-off

@@ -104,6 +104,11 @@ class Cell:
     runs: dict[str, list[FioResult]] = dataclasses.field(default_factory=dict)
     lost: int = 0  # boots lost (hung, or QEMU ended), left out of ``runs``
 
+    @property
+    def dropped(self) -> bool:
+        """Not booted again in this run: it lost MAX_LOST boots."""
+        return self.lost >= MAX_LOST
+
 
 @dataclasses.dataclass
 class GuestBench:
@@ -264,7 +269,7 @@ def _measure(
             shift = rep % len(variants)
             for variant in variants[shift:] + variants[:shift]:
                 cell = cells[(layout.name, variant.name)]
-                if cell.lost < MAX_LOST:
+                if not cell.dropped:
                     _boot_once(bench, rig, layout, cell, rep)
                     bench.boots += 1
                 done += 1
@@ -317,7 +322,7 @@ def _boot_once(
             # The run goes on without this repetition; the report says so.
             cell.lost += 1
             left = settings.repeat - rep - 1
-            if cell.lost == MAX_LOST and left:
+            if cell.dropped and left:
                 bench.notes.append(
                     f"{layout.name}/{cell.variant.name}: not booted again after {MAX_LOST} "
                     f"lost boots, its last {left} repetition(s) not measured"

@@ -306,7 +306,8 @@ def test_a_guest_that_does_not_power_off_is_stuck_and_destroyed(tmp_path, runnin
 
 def test_a_guest_that_powered_off_is_done(tmp_path, running):
     running.shutdown()  # the guest's own power-off: shutoff reason "shutdown"
-    lifecycle.wait_for_shutoff(running, timeout=5, console_log=tmp_path / "none.log")
+    # Even with no time left: the state is read once more after the deadline.
+    lifecycle.wait_for_shutoff(running, timeout=0, console_log=tmp_path / "none.log")
     assert lifecycle.lost_reason(running) is None
 
 
@@ -317,6 +318,17 @@ def test_a_guest_stopped_under_it_is_lost_not_stuck(tmp_path, running):
     with pytest.raises(GuestLost, match=expected) as info:
         lifecycle.wait_for_shutoff(running, timeout=5, console_log=tmp_path / "none.log")
     assert not isinstance(info.value, GuestStuck)
+    assert info.value.why == "QEMU ended without the guest powering off (libvirt: destroyed)"
+
+
+def test_a_running_guest_is_not_lost_after_settling(running):
+    import time
+
+    started = time.monotonic()
+    assert lifecycle.lost_reason(running, settle=0.3) is None
+    assert time.monotonic() - started >= 0.3  # it looked for that long
+    running.destroy()
+    assert "libvirt: destroyed" in (lifecycle.lost_reason(running, settle=30) or "")
 
 
 class _Refusing:
