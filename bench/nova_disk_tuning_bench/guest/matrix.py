@@ -203,12 +203,12 @@ def variants(
     named = {"defaults": defaults_variant(), "nova": nova_variant(layout, facts), "pick": pick}
     chosen = [v for name, v in named.items() if _wanted(name, wanted)]
     notes: list[str] = []
-    taken = {v.cell.effective(): v.name for v in chosen}
+    taken = {_runs_as(v.cell, v.queues, vcpus): v.name for v in chosen}
     refused: list[str] = []
     for cell in cells(spread=True):
         if not _wanted(cell.label, wanted):
             continue
-        same = taken.get(cell.effective())
+        same = taken.get(_runs_as(cell, vcpus, vcpus))
         if same is not None:
             continue  # measured as `same`
         if cell.spread and no_spread is not None:
@@ -222,7 +222,7 @@ def variants(
         risk = unsafety(cell, facts)
         domain_iothreads = (iothread_count if cell.spread else 1) if cell.iothread else 0
         chosen.append(Variant(cell.label, cell, vcpus, domain_iothreads, risk is None, risk or ""))
-        taken[cell.effective()] = cell.label
+        taken[_runs_as(cell, vcpus, vcpus)] = cell.label
     if refused:
         notes.append(f"{layout.name}: not measured, QEMU refuses them: {', '.join(refused)}")
     if not io_uring and any(_wanted(c.label, wanted) for c in cells() if c.io == "io_uring"):
@@ -233,6 +233,16 @@ def variants(
     if no_spread is not None and any(_wanted(label, narrow) for label in spread):
         notes.append(f"{layout.name}: +iotq cells not measured: {no_spread}")
     return chosen, notes
+
+
+def _runs_as(cell: Cell, queues: int | None, vcpus: int) -> tuple[object, ...]:
+    """What QEMU runs for the disk: its cell and its queue count.
+
+    No ``queues`` is QEMU's default, one per vCPU (virtio-blk-pci since 5.2),
+    as the enumerated cells set; a pick with fewer (``disk_queues``) runs
+    otherwise, and spreads fewer queues over its IOThreads.
+    """
+    return (*cell.effective(), queues or vcpus)
 
 
 def _wanted(name: str, patterns: Sequence[str]) -> bool:

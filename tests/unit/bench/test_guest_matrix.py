@@ -176,3 +176,17 @@ def test_spread_cells_only_where_the_run_can_map_queues(conf):
     # The full matrix leaves them out without a note unless a pattern names them.
     _, notes = matrix.variants(LAYOUT["raw-prealloc"], facts, pick, 4)
     assert not any("iotq" in note for note in notes)
+
+
+def test_a_pick_with_fewer_queues_is_not_taken_for_the_same_cell(conf):
+    """disk_queues=1 on 2 vCPUs: the pick's none+native+iot runs one queue, the cell two."""
+    facts = _facts()
+    wanted = ("pick", "none+native+iot")
+    layout = LAYOUT["raw-prealloc"]
+    variants, _ = matrix.variants(layout, facts, _pick(conf, facts), 2, wanted)
+    assert [v.name for v in variants] == ["pick"]  # QEMU's default: a queue per vCPU
+    conf.set_override("disk_queues", 1, group="disk_tuning")
+    pick = _pick(conf, facts)
+    assert pick.queues == 1 and pick.cell.label == "none+native+iot"
+    variants, _ = matrix.variants(layout, facts, pick, 2, wanted)
+    assert [(v.name, v.queues) for v in variants] == [("pick", 1), ("none+native+iot", 2)]
